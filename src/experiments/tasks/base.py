@@ -1,0 +1,114 @@
+"""What every task's DataModule shares: batching of pre-tokenized features.
+
+Why: batches are padded dynamically by transformers' collators (never to the maximum length), and
+training batches group examples of similar length (``LengthGroupedSampler``, as HF Trainer's
+``group_by_length``), which removes most padding. A task only fills ``self.features[split]`` with
+dicts of token ids and says which collator pads them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+# Fast tokenizers fork badly into DataLoader workers; tokenization is done before loaders start.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SPLITS = ("train", "validation", "test", "predict")
+
+
+def pad_extras(collator: Callable[[list[dict]], dict], features: list[dict]) -> dict[str, Any]:
+    """Collate with a Hugging Face collator, then add our bookkeeping keys.
+
+    ``example_id`` (int per feature) becomes a ``[batch]`` tensor; ``word_index`` (list per feature)
+    is right-padded with -1 to the padded sequence length, ``[batch, seq]``.
+    """
+    extras = ("example_id", "word_index")
+    batch = collator([{k: v for k, v in f.items() if k not in extras} for f in features])
+    if "example_id" in features[0]:
+        batch["example_id"] = torch.tensor([f["example_id"] for f in features], dtype=torch.long)
+    if "word_index" in features[0]:
+        seq = batch["input_ids"].shape[1]
+        batch["word_index"] = torch.tensor(
+            [f["word_index"] + [-1] * (seq - len(f["word_index"])) for f in features], dtype=torch.long
+        )
+    return dict(batch)
+
+
+class FeaturesDataModule(L.LightningDataModule):
+    """Serves ``self.features[split]`` (lists of feature dicts) through DataLoaders.
+
+    Args:
+        tokenizer: the encoder's fast tokenizer.
+        batch_size: training batch size (examples per optimizer micro-step).
+        eval_batch_size: batch size for validation/test/predict (default: ``batch_size``).
+        max_length: maximum sequence length in sub-tokens, special tokens included.
+        group_by_length: length-grouped shuffling of training batches.
+        pad_to_multiple_of: pad each batch to a multiple of this (e.g. 8 for tensor cores).
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        max_length: int = 128,
+        group_by_length: bool = True,
+        pad_to_multiple_of: int | None = None,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.max_length = max_length
+        self.group_by_length = group_by_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.num_workers = num_workers
+        self.features: dict[str, list[dict]] = {}
+
+    def hf_collator(self) -> Callable[[list[dict]], dict]:
+        """The transformers collator that pads this task's features."""
+        raise NotImplementedError
+
+    def collate(self, features: list[dict]) -> dict[str, Any]:
+        return pad_extras(self.hf_collator(), features)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.features:
+            raise ValueError(f"no {split} data: set data.{split}_file")
+        data = self.features[split]
+        batch_size = self.batch_size if shuffle else self.eval_batch_size
+        sampler = None
+        if shuffle and self.group_by_length:
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            sampler = LengthGroupedSampler(batch_size, lengths=[len(f["input_ids"]) for f in data])
+        return DataLoader(
+            data,
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self):
+        return self._loader("predict", shuffle=False)

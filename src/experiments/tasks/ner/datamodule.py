@@ -1,0 +1,161 @@
+"""NER DataModule: CoNLL column files in, word-aligned sub-token features out.
+
+Why this shape: the label set is read from the training file (and saved with the model); every tag
+scheme is converted to IOB2 on reading; sentences longer than the encoder's window are split into
+overlapping windows so every word is predicted and scored (no gold entity is dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from experiments.errors import DataError
+from experiments.tasks.base import FeaturesDataModule
+from experiments.tasks.ner.conll import Sentence, check_labels, label_list, read_conll
+from experiments.tasks.ner.encoding import encode_sentence
+
+log = logging.getLogger(__name__)
+
+
+def complete_iob2(labels: list[str]) -> list[str]:
+    """Add ``I-X`` for every ``B-X`` the training file had without it (``label_all_tokens`` needs it)."""
+    out = list(labels)
+    for tag in labels:
+        if tag.startswith("B-") and f"I-{tag[2:]}" not in out:
+            out.append(f"I-{tag[2:]}")
+    return out
+
+
+def read_plain_text(path: str | Path) -> list[Sentence]:
+    """One sentence per line, whitespace-tokenized; blank lines are skipped. Tags are all ``O``.
+
+    Raises:
+        DataError: the file is not UTF-8 or has no non-blank line.
+    """
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = Path(path).read_bytes()[: err.start].count(b"\n") + 1
+        raise DataError(path, line, "not UTF-8 text; expected one UTF-8 sentence per line") from err
+    sentences = [
+        Sentence(words=words, tags=["O"] * len(words), line=i)
+        for i, raw in enumerate(text.splitlines(), start=1)
+        if (words := raw.split())
+    ]
+    if not sentences:
+        raise DataError(path, None, "no sentences; expected one whitespace-tokenized sentence per line")
+    return sentences
+
+
+def looks_like_conll(path: str | Path) -> bool:
+    """True when every non-blank line has at least two columns (token and tag): a CoNLL file."""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        lines = [ln for ln in (next(fh, "") for _ in range(200)) if ln.strip()]
+    return bool(lines) and all(len(ln.split()) >= 2 for ln in lines)
+
+
+class NERDataModule(FeaturesDataModule):
+    """CoNLL-format NER data (train/validation/test/predict files) for token classification.
+
+    Args:
+        tokenizer: fast tokenizer of the encoder.
+        train_file, validation_file, test_file: CoNLL column files (absolute paths).
+        predict_file: CoNLL file or plain text, one whitespace-tokenized sentence per line.
+        labels: label list to use instead of the training file's (predict mode, from a checkpoint).
+        token_column, tag_column: 0-based column indexes (negative counts from the end).
+        separator: column separator; ``None`` = any whitespace.
+        char_digit_tokens: tokens are a character followed by a digit (Weibo NER form).
+        scheme: ``auto``, ``iob1``, ``iob2``, ``bioes`` or ``bmes``; converted to IOB2.
+        unknown_labels: ``error`` (a tag not seen in training is an error naming file and line) or
+            ``O`` (mapped to ``O`` with a warning counting them).
+        label_all_tokens: label continuation sub-tokens with the I- form of the word's tag.
+        stride: overlap between windows of a long sentence, in sub-tokens.
+        **batching: see ``FeaturesDataModule``.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        train_file: str | None = None,
+        validation_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        *,
+        labels: list[str] | None = None,
+        token_column: int = 0,
+        tag_column: int = -1,
+        separator: str | None = None,
+        char_digit_tokens: bool = False,
+        scheme: str = "auto",
+        unknown_labels: str = "error",
+        label_all_tokens: bool = False,
+        stride: int = 32,
+        **batching: Any,
+    ):
+        super().__init__(tokenizer, **batching)
+        if unknown_labels not in ("error", "O"):
+            raise ValueError(f"unknown_labels must be 'error' or 'O', got {unknown_labels!r}")
+        self.files = {"train": train_file, "validation": validation_file, "test": test_file,
+                      "predict": predict_file}
+        self.read_options = {"token_column": token_column, "tag_column": tag_column,
+                             "separator": separator, "char_digit_tokens": char_digit_tokens, "scheme": scheme}
+        self.unknown_labels = unknown_labels
+        self.label_all_tokens = label_all_tokens
+        self.stride = stride
+        self._labels = labels
+        self.sentences: dict[str, list[Sentence]] = {}
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names, index = class id: the training file's IOB2 tags, ``O`` first."""
+        if self._labels is None:
+            if not self.files["train"]:
+                raise ValueError("no labels: set data.train_file (or predict from a checkpoint)")
+            self._labels = complete_iob2(label_list(self._read("train")))
+        return self._labels
+
+    def _read(self, split: str) -> list[Sentence]:
+        if split not in self.sentences:
+            path = self.files[split]
+            if split == "predict" and not looks_like_conll(path):
+                self.sentences[split] = read_plain_text(path)
+            else:
+                self.sentences[split] = read_conll(path, **self.read_options)
+        return self.sentences[split]
+
+    def gold_tags(self, split: str) -> list[list[str]]:
+        """Word-level IOB2 gold tags of ``split``, index = ``example_id``."""
+        return [s.tags for s in self._read(split)]
+
+    def words(self, split: str) -> list[list[str]]:
+        return [s.words for s in self._read(split)]
+
+    def setup(self, stage: str | None = None) -> None:
+        label2id = {tag: i for i, tag in enumerate(self.labels)}
+        b_to_i = {i: label2id[f"I-{t[2:]}"] for t, i in label2id.items() if t.startswith("B-")}
+        for split, path in self.files.items():
+            if not path or split in self.features:
+                continue
+            sentences = self._read(split)
+            with_labels = split != "predict"
+            if with_labels:
+                sentences, replaced = check_labels(sentences, label2id, path, unknown=self.unknown_labels)
+                if replaced:
+                    log.warning("%s: %d tags unseen in training were mapped to O", path, replaced)
+                self.sentences[split] = sentences
+            feats = []
+            for i, s in enumerate(sentences):
+                ids = [label2id[t] for t in s.tags] if with_labels else None
+                for f in encode_sentence(self.tokenizer, s.words, ids, max_length=self.max_length,
+                                         stride=self.stride, label_all_tokens=self.label_all_tokens,
+                                         b_to_i=b_to_i):
+                    f["example_id"] = i
+                    feats.append(f)
+            self.features[split] = feats
+
+    def hf_collator(self):
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
