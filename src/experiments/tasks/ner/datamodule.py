@@ -14,7 +14,7 @@ from typing import Any
 from experiments.errors import DataError
 from experiments.tasks.base import FeaturesDataModule
 from experiments.tasks.ner.conll import Sentence, check_labels, label_list, read_conll
-from experiments.tasks.ner.encoding import encode_sentence
+from experiments.tasks.ner.encoding import b_to_i_map, encode_sentence
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class NERDataModule(FeaturesDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         label2id = {tag: i for i, tag in enumerate(self.labels)}
-        b_to_i = {i: label2id[f"I-{t[2:]}"] for t, i in label2id.items() if t.startswith("B-")}
+        b_to_i = b_to_i_map(label2id)
         for split, path in self.files.items():
             if not path or split in self.features:
                 continue

@@ -1,0 +1,1 @@
+"""Sentence classification tasks: financial sentiment, support intents, the user's own labelled text."""
