@@ -71,7 +71,8 @@ class EncoderModule(L.LightningModule):
         adversary: Any | None = None,
     ):
         super().__init__()
-        self.model = model
+        # from_pretrained returns eval mode and Lightning keeps submodule modes: train with dropout.
+        self.model = model.train()
         self.labels = list(labels)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

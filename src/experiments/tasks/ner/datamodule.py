@@ -8,6 +8,7 @@ overlapping windows so every word is predicted and scored (no gold entity is dro
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,14 @@ def read_plain_text(path: str | Path) -> list[Sentence]:
     return sentences
 
 
+_TAG = re.compile(r"^(O|[BIESMLU]-\S+)$")
+
+
 def looks_like_conll(path: str | Path) -> bool:
-    """True when every non-blank line has at least two columns (token and tag): a CoNLL file."""
+    """True when the first 200 non-blank lines all have a token and a tag-like last column (``O``, ``B-X``...)."""
     with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        lines = [ln for ln in (next(fh, "") for _ in range(200)) if ln.strip()]
-    return bool(lines) and all(len(ln.split()) >= 2 for ln in lines)
+        lines = [ln.split() for ln in (next(fh, "") for _ in range(200)) if ln.strip()]
+    return bool(lines) and all(len(f) >= 2 and (f[0] == "-DOCSTART-" or _TAG.match(f[-1])) for f in lines)
 
 
 class NERDataModule(FeaturesDataModule):
