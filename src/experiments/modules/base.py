@@ -79,6 +79,10 @@ class EncoderModule(L.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.adversary = adversary
         self.save_hyperparameters({"labels": self.labels, "warmup_ratio": warmup_ratio})
+        # Checkpoints hold trainable weights only (LoRA: adapter + head); frozen ones come from the
+        # pretrained model, so loading is non-strict exactly when some weights are frozen.
+        self.frozen = {f"model.{n}" for n, p in model.named_parameters() if not p.requires_grad}
+        self.strict_loading = not self.frozen
 
     # ---- what a task family provides -------------------------------------------------------------
     def compute_loss(self, outputs: Any, batch: dict[str, Any]) -> Tensor:
@@ -121,6 +125,11 @@ class EncoderModule(L.LightningModule):
             num_training_steps=total,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.frozen:
+            state = checkpoint["state_dict"]
+            checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in self.frozen}
 
     def trainable_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts of the model."""
