@@ -19,7 +19,7 @@ def trained_lora(tiny_encoder_dir):
                         adapter=LoraConfig(r=4, lora_alpha=8, target_modules=None))
     torch.manual_seed(1)
     with torch.no_grad():  # stand-in for training: LoRA B starts at zero, so make it matter
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.5)
     return model.eval()
