@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.config import config_dir, prepare, register_resolvers
+from experiments.config import config_dir, prepare, register_resolvers, single_log_stream
 from experiments.errors import ExperimentsError
 
 log = logging.getLogger("experiments")
@@ -60,6 +60,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from experiments import reporting
     from experiments.models.build import load_tokenizer
 
+    single_log_stream()
     cfg = prepare(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

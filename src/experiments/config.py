@@ -115,3 +115,16 @@ def prepare(cfg: DictConfig) -> DictConfig:
         if not model_path.is_absolute() and (base / model_path).is_dir():
             cfg.model.name_or_path = str((base / model_path).resolve())
     return cfg
+
+
+def single_log_stream() -> None:
+    """Drop Lightning's own console handler when Hydra has configured the root logger.
+
+    Lightning adds a stderr handler to the ``lightning`` logger that also propagates to the root, so
+    under Hydra every Lightning message was printed twice; Hydra's handlers (console + run-dir log
+    file) keep receiving them.
+    """
+    import logging
+
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()
