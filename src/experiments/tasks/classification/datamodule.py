@@ -1,0 +1,476 @@
+"""Sequence-classification DataModule: :class:`Example` records in, padded token-id batches out.
+
+Why one class with a ``source`` switch: every data set here ends up as the same thing, lists of
+:class:`~experiments.tasks.classification.readers.Example` per split, so tokenization, label mapping,
+split carving and batching are written once; a source only says how to read its files. Adding a data set
+in an existing format is one YAML file in ``conf/dataset`` (e.g. ``source: table`` plus column names).
+
+Sources (``source=``):
+
+* ``table``: the user's CSV / TSV / JSON Lines files (``train_file``, ``validation_file``, ``test_file``),
+  a folder written by ``datasets.DatasetDict.save_to_disk`` as ``train_file``, or a Hugging Face
+  ``datasets`` id (``hf_dataset``); columns ``text_column``, ``text_pair_column``, ``label_column``.
+* ``phrasebank``: Financial PhraseBank (``agreement`` 50/66/75/all), found in ``data_dir`` unless
+  ``train_file`` names the file; no official split, so a seeded stratified 80/10/10 split is carved.
+* ``fiqa``: FiQA-2018 task 1 (``fiqa_parts`` headline and/or post under ``data_dir``); train/test only,
+  so a seeded stratified validation split is carved from train.
+* ``banking77``: ``train_file``/``test_file`` CSVs; validation carved from train (``validation_fraction``).
+* ``clinc150``: ``data_full.json`` as ``train_file`` (or a folder holding it); official splits; ``oos``.
+* ``bitext``: the Bitext customer-support CSV as ``train_file``; ``bitext_label`` intent|category;
+  seeded stratified 80/10/10 split.
+
+Label list: the sorted set of training labels (``labels`` given = test/predict mode: that list is used and
+the training file is not read for labels). A validation or test label outside it is a
+:class:`~experiments.errors.DataError` naming the file and row. Out-of-scope mode ``oos="threshold"``:
+examples labelled ``oos_label`` are dropped from train, so the model never learns the class, and kept in
+validation/test with the extra class id ``len(labels)`` (see :attr:`eval_labels`).
+
+Carved splits are seeded (``split_seed``) and stratified (:func:`readers.stratified_split`); their example
+ids are written to ``<output_dir>/split_ids.json``. With a label list *and* a ``predict_file`` (predict
+mode) only the predict file is read, so predicting never needs the training data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments.errors import ConfigError, DataError
+from experiments.tasks.base import FeaturesDataModule
+from experiments.tasks.classification import readers
+from experiments.tasks.classification.readers import Example
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("table", "phrasebank", "fiqa", "banking77", "clinc150", "bitext")
+OOS_MODES = (None, "class", "threshold", "exclude")
+_VALIDATION_NAMES = ("validation", "valid", "val", "dev")
+
+
+def read_plain_lines(path: str | Path) -> list[Example]:
+    """One text per non-blank line (a ``.txt`` predict file); ids are line numbers."""
+    text = readers.read_text_file(path)
+    examples = [
+        Example(text=line.strip(), label=None, id=str(number), line=number)
+        for number, line in enumerate(text.split("\n"), start=1)
+        if line.strip()
+    ]
+    if not examples:
+        raise DataError(path, None, "no texts; expected one text per line")
+    return examples
+
+
+def examples_from_rows(
+    rows: Iterable[dict[str, Any]],
+    *,
+    where: str,
+    text_column: str,
+    label_column: str | None,
+    text_pair_column: str | None = None,
+    label_names: Sequence[str] | None = None,
+    multi_label: bool = False,
+) -> list[Example]:
+    """Examples from dict rows (a Hugging Face ``datasets`` split); integer labels map to ``label_names``.
+
+    Raises:
+        DataError: a missing column or empty text, naming ``where`` and the 1-based row.
+    """
+
+    def name(value: Any, row: int) -> str:
+        if isinstance(value, int) and not isinstance(value, bool) and label_names is not None:
+            if not 0 <= value < len(label_names):
+                raise DataError(where, row, f"label id {value} outside the {len(label_names)} class names")
+            return str(label_names[value])
+        return str(value).strip()
+
+    out = []
+    for i, row in enumerate(rows, start=1):
+        for column in (text_column, label_column, text_pair_column):
+            if column is not None and column not in row:
+                raise DataError(where, i, f"no column {column!r}; columns found: {', '.join(map(repr, row))}")
+        text = str(row[text_column] or "").strip()
+        if not text:
+            raise DataError(where, i, f"empty text in {text_column!r}; expected the text to classify")
+        pair = str(row[text_pair_column]).strip() if text_pair_column else None
+        label: str | tuple[str, ...] | None = None
+        if label_column is not None:
+            value = row[label_column]
+            if multi_label:
+                values = value if isinstance(value, list | tuple) else [value]
+                label = tuple(dict.fromkeys(name(v, i) for v in values if name(v, i)))
+            else:
+                label = name(value, i)
+        out.append(Example(text=text, label=label, text_pair=pair, id=str(row.get("id", i)), line=i))
+    return out
+
+
+class TextClassificationDataModule(FeaturesDataModule):
+    """Single- or multi-label text (or text-pair) classification for ``AutoModelForSequenceClassification``.
+
+    Args:
+        tokenizer: the encoder's fast tokenizer.
+        source: ``table``, ``phrasebank``, ``fiqa``, ``banking77``, ``clinc150`` or ``bitext`` (module doc).
+        train_file, validation_file, test_file: data files (absolute paths; meaning per source).
+        predict_file: texts to label: a ``.txt`` file (one text per line) or a table with
+            ``text_column`` (and ``text_pair_column``).
+        labels: label list to use instead of the training labels (test/predict mode, from a checkpoint).
+        output_dir: where ``split_ids.json`` is written when splits are carved (``None``: not written).
+        data_dir: folder searched for PhraseBank / FiQA files.
+        text_column, text_pair_column, label_column, id_column, multi_label, label_delimiter, format:
+            table options (see :func:`readers.read_table`).
+        hf_dataset, hf_config: a Hugging Face ``datasets`` id (and configuration) for ``source=table``.
+        agreement: PhraseBank agreement level ``50``, ``66``, ``75`` or ``all``.
+        fiqa_parts: FiQA files to use, any of ``headline``, ``post``.
+        fiqa_negative_below, fiqa_positive_above: FiQA score thresholds (see :func:`readers.read_fiqa`).
+        bitext_label: ``intent`` or ``category``.
+        oos: out-of-scope handling, ``None``, ``class``, ``threshold`` or ``exclude``.
+        oos_label: the out-of-scope label (``oos`` in CLINC150).
+        split_fractions: train/validation/test fractions when a source has no split at all.
+        validation_fraction: fraction of train held out for validation when only train/test exist.
+        split_seed: seed of the carved splits.
+        **batching: see ``FeaturesDataModule`` (``batch_size``, ``max_length``, ...).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        source: str = "table",
+        train_file: str | None = None,
+        validation_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        *,
+        labels: list[str] | None = None,
+        output_dir: str | None = None,
+        data_dir: str | None = None,
+        text_column: str = "text",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        id_column: str | None = None,
+        multi_label: bool = False,
+        label_delimiter: str | None = None,
+        format: str | None = None,
+        hf_dataset: str | None = None,
+        hf_config: str | None = None,
+        agreement: str = "all",
+        fiqa_parts: Sequence[str] = ("headline", "post"),
+        fiqa_negative_below: float = -0.1,
+        fiqa_positive_above: float = 0.1,
+        bitext_label: str = "intent",
+        oos: str | None = None,
+        oos_label: str = readers.CLINC_OOS_LABEL,
+        split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        validation_fraction: float = 0.1,
+        split_seed: int = 42,
+        **batching: Any,
+    ):
+        super().__init__(tokenizer, **batching)
+        if source not in SOURCES:
+            raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}; got {source!r}")
+        if oos not in OOS_MODES:
+            raise ConfigError(f"data.oos must be null, class, threshold or exclude; got {oos!r}")
+        if multi_label and oos == "threshold":
+            raise ConfigError("data.oos=threshold is for single-label data; multi-label uses module.threshold")
+        if not 0.0 < float(validation_fraction) < 1.0:
+            raise ConfigError(f"data.validation_fraction must be in (0, 1); got {validation_fraction}")
+        self.source = source
+        self.files = {"train": train_file, "validation": validation_file, "test": test_file,
+                      "predict": predict_file}
+        self.output_dir = output_dir
+        self.data_dir = data_dir
+        self.table_options = {"text_column": text_column, "text_pair_column": text_pair_column,
+                              "label_column": label_column, "id_column": id_column,
+                              "multi_label": bool(multi_label), "label_delimiter": label_delimiter,
+                              "format": format}
+        self.text_column = text_column
+        self.text_pair_column = text_pair_column
+        self.multi_label = bool(multi_label)
+        self.hf_dataset = hf_dataset
+        self.hf_config = hf_config
+        self.agreement = str(agreement)
+        self.fiqa_parts = [str(p) for p in fiqa_parts]
+        self.fiqa_thresholds = {"negative_below": float(fiqa_negative_below),
+                                "positive_above": float(fiqa_positive_above)}
+        self.bitext_label = bitext_label
+        self.oos = oos
+        self.oos_label = oos_label
+        self.split_fractions = [float(f) for f in split_fractions]
+        self.validation_fraction = float(validation_fraction)
+        self.split_seed = int(split_seed)
+        self._labels = list(labels) if labels is not None else None
+        self.examples: dict[str, list[Example]] = {}
+        self.split_ids: dict[str, list[str]] = {}
+        self._origin: dict[str, str] = {}
+        self._loaded = False
+        self._split_ids_written = False
+        self._given = dict(self.files)  # as configured, before _plan_files fills in carved splits
+        self._train_file = train_file
+        self._plan_files()
+
+    def _plan_files(self) -> None:
+        """Say where each split will come from before anything is read (the entry point checks ``files``).
+
+        Carved splits name the file they are carved from; after reading, a split that turned out absent
+        is set to ``None``.
+        """
+        f, src = self.files, self.source
+        hf = src == "table" and bool(self.hf_dataset or (f["train"] and Path(f["train"]).is_dir()))
+        origin = f["train"] or (self.data_dir if src in ("phrasebank", "fiqa") else None) or self.hf_dataset
+        f["train"] = origin
+        if src in ("phrasebank", "fiqa", "bitext", "clinc150") or hf:
+            f.update(validation=origin, test=origin)  # the source's own or carved splits
+        elif not f["validation"]:  # banking77, or a table without a validation file: carved from train
+            f["validation"] = origin
+            if src == "table" and not f["test"]:
+                f["test"] = origin
+
+    # ---- reading ----------------------------------------------------------------------------------
+    def _carve(self, examples: list[Example], names: Sequence[str], fractions: Sequence[float]) -> None:
+        """Stratified, seeded split of ``examples`` into ``names``; ids recorded for split_ids.json."""
+        parts = readers.stratified_split([e.label for e in examples], fractions, seed=self.split_seed)
+        for name, indices in zip(names, parts, strict=True):
+            self.examples[name] = [examples[i] for i in indices]
+            self.split_ids[name] = [examples[i].id for i in indices]
+
+    def _read_table(self, path: str) -> list[Example]:
+        return readers.read_table(path, **self.table_options)
+
+    def _load_hf(self) -> dict[str, list[Example]] | None:
+        """Splits from a saved ``DatasetDict`` folder (``train_file``) or a hub id (``hf_dataset``)."""
+        train = self.files["train"]
+        saved = train is not None and Path(train).is_dir() and (Path(train) / "dataset_dict.json").is_file()
+        if not saved and not self.hf_dataset:
+            return None
+        try:
+            import datasets
+        except ImportError as err:  # not a dependency of this package
+            raise ConfigError(f"reading a Hugging Face dataset needs the `datasets` package: {err}") from err
+        if saved:
+            dd, where = datasets.load_from_disk(train), str(train)
+        else:
+            dd, where = datasets.load_dataset(self.hf_dataset, self.hf_config), str(self.hf_dataset)
+        label_column = self.table_options["label_column"]
+        out: dict[str, list[Example]] = {}
+        for split_name, ds in dd.items():
+            split = "validation" if split_name in _VALIDATION_NAMES else split_name
+            if split not in ("train", "validation", "test"):
+                continue
+            feature = ds.features.get(label_column)
+            inner = getattr(feature, "feature", feature)  # Sequence(ClassLabel) for multi-label
+            names = getattr(inner, "names", None)
+            out[split] = examples_from_rows(
+                ds, where=f"{where}[{split_name}]", text_column=self.text_column, label_column=label_column,
+                text_pair_column=self.text_pair_column, label_names=names, multi_label=self.multi_label,
+            )
+            self._origin[split] = f"{where}[{split_name}]"
+        if "train" not in out:
+            raise DataError(where, None, f"no train split; splits found: {', '.join(dd)}")
+        return out
+
+    def _read_sources(self) -> None:
+        """Fill ``self.examples`` for train/validation/test from the source, carving splits as needed."""
+        f = self.files
+        src = self.source
+        if src == "phrasebank":
+            path = str(self._train_file or readers.phrasebank_file(self._need(self.data_dir, "data_dir"), self.agreement))
+            f.update(train=path, validation=path, test=path)
+            self._carve(readers.read_phrasebank(path), ("train", "validation", "test"), self.split_fractions)
+        elif src == "fiqa":
+            base = Path(self._need(self.data_dir, "data_dir"))
+            parts = [p for p in self.fiqa_parts if p in ("headline", "post")]
+            if not parts or len(parts) != len(self.fiqa_parts):
+                raise ConfigError(f"data.fiqa_parts must be headline and/or post; got {self.fiqa_parts}")
+            train = [base / f"task1_{p}_ABSA_train.json" for p in parts]
+            test = [base / f"task1_{p}_ABSA_test.json" for p in parts]
+            f.update(train=str(train[0]), validation=str(train[0]), test=str(test[0]))
+            self._carve(readers.read_fiqa(train, **self.fiqa_thresholds), ("train", "validation"),
+                        (1 - self.validation_fraction, self.validation_fraction))
+            self.examples["test"] = readers.read_fiqa(test, **self.fiqa_thresholds)
+            self._origin["test"] = ", ".join(map(str, test))
+        elif src == "banking77":
+            train = self._need(f["train"], "train_file")
+            self._carve(readers.read_banking77(train), ("train", "validation"),
+                        (1 - self.validation_fraction, self.validation_fraction))
+            if f["test"]:
+                self.examples["test"] = readers.read_banking77(f["test"])
+        elif src == "clinc150":
+            path = self._need(f["train"], "train_file")
+            self.examples.update(readers.read_clinc150(path, oos=self.oos or "class"))
+        elif src == "bitext":
+            path = self._need(f["train"], "train_file")
+            self._carve(readers.read_bitext(path, label=self.bitext_label), ("train", "validation", "test"),
+                        self.split_fractions)
+        else:
+            self._read_table_source()
+        if self.oos is not None and src != "clinc150":
+            self._apply_oos_mode()
+        for split in ("train", "validation", "test"):
+            if split not in self.examples:
+                f[split] = None
+
+    def _read_table_source(self) -> None:
+        f = self.files
+        hf = self._load_hf()
+        if hf is not None:
+            self.examples.update(hf)
+            return
+        if not f["train"]:
+            if self._labels is None:
+                raise ConfigError("data.train_file is not set")
+            for split in ("validation", "test"):  # test mode: the labels come from the checkpoint
+                if f[split]:
+                    self.examples[split] = self._read_table(f[split])
+            return
+        train, given = f["train"], self._given
+        examples = self._read_table(train)
+        if not examples:
+            raise DataError(train, None, "no examples; expected a header row and data rows")
+        if given["validation"]:
+            self.examples["train"] = examples
+            self.examples["validation"] = self._read_table(given["validation"])
+        elif given["test"]:
+            self._carve(examples, ("train", "validation"),
+                        (1 - self.validation_fraction, self.validation_fraction))
+        else:
+            self._carve(examples, ("train", "validation", "test"), self.split_fractions)
+        if given["test"]:
+            self.examples["test"] = self._read_table(given["test"])
+
+    def _apply_oos_mode(self) -> None:
+        """``threshold``: drop ``oos_label`` from train; ``exclude``: drop it everywhere."""
+        drop = {"threshold": ("train",), "exclude": ("train", "validation", "test")}.get(self.oos or "", ())
+        for split in drop:
+            if split in self.examples:
+                self.examples[split] = [e for e in self.examples[split] if e.label != self.oos_label]
+
+    @staticmethod
+    def _need(value: str | None, key: str) -> str:
+        if not value:
+            raise ConfigError(f"data.{key} is not set")
+        return value
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        predict_only = self._labels is not None and bool(self.files["predict"])
+        if not predict_only:
+            self._read_sources()
+        if self.files["predict"]:
+            path = self.files["predict"]
+            if Path(path).suffix.lower() == ".txt":
+                self.examples["predict"] = read_plain_lines(path)
+            else:
+                self.examples["predict"] = readers.read_table(
+                    path, text_column=self.text_column, label_column=None,
+                    text_pair_column=self.text_pair_column, id_column=self.table_options["id_column"],
+                    format=self.table_options["format"],
+                )
+        self._loaded = True
+
+    # ---- labels -----------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        """Label names, index = class id: the sorted training labels (or the list given)."""
+        if self._labels is None:
+            self._load()
+            if "train" not in self.examples:
+                raise ConfigError("no labels: set data.train_file (or predict from a checkpoint)")
+            found: set[str] = set()
+            for e in self.examples["train"]:
+                found.update(e.label if isinstance(e.label, tuple) else [e.label])
+            found.discard(None)
+            if self.oos == "threshold":
+                found.discard(self.oos_label)
+            if not found:
+                raise DataError(self.files["train"], None, "no labels in the training data")
+            self._labels = sorted(found)
+        return self._labels
+
+    @property
+    def eval_labels(self) -> list[str]:
+        """Classes scored at evaluation: :attr:`labels`, plus ``oos_label`` last in ``oos=threshold`` mode."""
+        if self.oos == "threshold" and self.oos_label not in self.labels:
+            return [*self.labels, self.oos_label]
+        return self.labels
+
+    def class_counts(self) -> torch.Tensor:
+        """Training examples per class (single-label) or positive examples per label (multi-label)."""
+        self._load()
+        index = {lab: i for i, lab in enumerate(self.labels)}
+        counts = torch.zeros(len(index), dtype=torch.long)
+        for e in self.examples.get("train", []):
+            for lab in e.label if isinstance(e.label, tuple) else (e.label,):
+                if lab in index:
+                    counts[index[lab]] += 1
+        return counts
+
+    def num_examples(self, split: str) -> int:
+        self._load()
+        return len(self.examples.get(split, []))
+
+    def _encode_label(self, split: str, e: Example, index: dict[str, int]) -> int | list[float]:
+        where = self._origin.get(split, self.files[split])
+
+        def unknown(lab: str) -> DataError:
+            row = e.line if e.line is not None else None
+            ident = "" if e.line is not None else f"example {e.id!r}: "
+            known = ", ".join(self.labels[:20]) + (", ..." if len(self.labels) > 20 else "")
+            return DataError(where, row, f"{ident}label {lab!r} is not among the {len(self.labels)} training "
+                             f"labels ({known})")
+
+        if self.multi_label:
+            labels = e.label if isinstance(e.label, tuple) else (e.label,)
+            vec = [0.0] * len(self.labels)
+            for lab in labels:
+                if lab not in index:
+                    raise unknown(lab)
+                vec[index[lab]] = 1.0
+            return vec
+        if isinstance(e.label, tuple):
+            raise DataError(where, e.line, f"example {e.id!r} has several labels; set data.multi_label=true")
+        if e.label not in index:
+            raise unknown(str(e.label))
+        return index[e.label]
+
+    # ---- features ---------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+        index = {lab: i for i, lab in enumerate(self.eval_labels)}
+        for split, examples in self.examples.items():
+            if split in self.features:
+                continue
+            if not examples:
+                self.features[split] = []
+                continue
+            texts = [e.text for e in examples]
+            pairs = [e.text_pair for e in examples]
+            has_pairs = any(p is not None for p in pairs)
+            if has_pairs and not all(p is not None for p in pairs):
+                raise DataError(self.files[split], None, "some examples have a text pair and some do not")
+            enc = self.tokenizer(texts, pairs if has_pairs else None, truncation=True, max_length=self.max_length)
+            feats = []
+            for i, e in enumerate(examples):
+                feat = {k: v[i] for k, v in enc.items()}
+                if split != "predict":
+                    feat["labels"] = self._encode_label(split, e, index)
+                feat["example_id"] = i
+                feats.append(feat)
+            self.features[split] = feats
+        self._write_split_ids()
+
+    def _write_split_ids(self) -> None:
+        if self._split_ids_written or not self.split_ids or not self.output_dir:
+            return
+        if self.trainer is not None and not self.trainer.is_global_zero:
+            return
+        readers.write_split_ids(Path(self.output_dir) / "split_ids.json", self.split_ids)
+        self._split_ids_written = True
+
+    def hf_collator(self):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
