@@ -87,6 +87,8 @@ _CLINC_SPLITS = (
     ("test", "test", "oos_test"),
 )
 BITEXT_LABELS = ("intent", "category")
+_FIQA_FORM = "a JSON object mapping id -> {sentence, info: [...]} (FiQA task 1)"
+_CLINC_FORM = "a JSON object of splits (train, val, test, oos_train, oos_val, oos_test)"
 DEFAULT_LABEL_DELIMITER = "|"
 TABLE_FORMATS = ("csv", "tsv", "jsonl", "json")
 _EXTENSION_FORMATS = {
@@ -165,6 +167,12 @@ def read_text_file(path: PathLike) -> str:
         return data.decode("latin-1")
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters so that a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]} ({len(text):,} characters)"
+
+
 def _physical_lines(text: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its end) over ``\\n``/``\\r\\n`` lines only.
 
@@ -178,12 +186,26 @@ def _physical_lines(text: str) -> Iterator[tuple[int, str]]:
         yield number, line.removesuffix("\r")
 
 
-def _load_json(p: Path) -> Any:
-    text = read_text_file(p)
+def _parse_json(p: Path, text: str, line: int | None, expected: str = "") -> Any:
+    """``json.loads`` whose failures are all :class:`DataError`.
+
+    Besides syntax errors (``JSONDecodeError``, with its line: ``line`` is the line the text starts on,
+    or None for a whole file), ``json`` raises ``RecursionError`` on deeply nested arrays or objects and
+    a plain ``ValueError`` on integers of more than 4300 digits (CPython's int conversion limit).
+    """
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(p, exc.lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        where = exc.lineno if line is None else line + exc.lineno - 1
+        raise DataError(p, where, f"invalid JSON ({exc.msg} at column {exc.colno}){expected}") from None
+    except RecursionError:
+        raise DataError(p, line, f"invalid JSON (nested too deeply to read){expected}") from None
+    except ValueError as exc:  # int() digit limit
+        raise DataError(p, line, f"invalid JSON ({exc}){expected}") from None
+
+
+def _load_json(p: Path, expected: str) -> Any:
+    return _parse_json(p, read_text_file(p), None, f"; expected {expected}")
 
 
 # ----------------------------------------------------------------------------------- Financial PhraseBank
@@ -202,9 +224,9 @@ def read_phrasebank(path: PathLike) -> list[Example]:
         One :class:`Example` per non-blank line, in file order, label one of ``PHRASEBANK_LABELS``.
 
     Raises:
-        DataError: a line has no ``@``, an empty sentence or a label other than negative/neutral/positive
-            (with its line number); the file has no examples at all (line ``None``); the file cannot be
-            read (see :func:`read_text_file`).
+        DataError: a line has no ``@``, an empty sentence, a label other than negative/neutral/positive,
+            or a carriage return inside it (``\\r``-only line endings), with its line number; the file has
+            no examples at all (line ``None``); the file cannot be read (see :func:`read_text_file`).
 
     Format source: Malo et al. 2014, "Good debt or bad debt", Financial PhraseBank v1.0 README.txt.
     """
@@ -214,13 +236,20 @@ def read_phrasebank(path: PathLike) -> list[Example]:
     for number, line in _physical_lines(read_text_file(p)):
         if not line.strip():
             continue
+        if "\r" in line:
+            raise DataError(
+                p,
+                number,
+                f"carriage return inside the line (classic Mac OS line endings?); {expected}, one per "
+                "line ending in \\n or \\r\\n",
+            )
         sentence, sep, label = line.rpartition("@")
         if not sep:
             raise DataError(p, number, f"no '@' in the line; {expected}")
         label = label.strip()
         sentence = sentence.strip()
         if label not in PHRASEBANK_LABELS:
-            raise DataError(p, number, f"label {label!r} after the last '@'; {expected}")
+            raise DataError(p, number, f"label {_show(label)} after the last '@'; {expected}")
         if not sentence:
             raise DataError(p, number, f"empty sentence before '@'; {expected}")
         examples.append(Example(text=sentence, label=label, id=str(number), line=number))
@@ -273,15 +302,15 @@ def phrasebank_file(data_dir: PathLike, agreement: str = "50") -> Path:
 
 def _fiqa_score(p: Path, where: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise DataError(p, None, f"{where}: sentiment_score {value!r}; expected a number from -1 to 1")
+        raise DataError(p, None, f"{where}: sentiment_score {_show(value)}; expected a number from -1 to 1")
     try:
         score = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond float range
         raise DataError(
-            p, None, f"{where}: sentiment_score {value!r}; expected a number from -1 to 1"
+            p, None, f"{where}: sentiment_score {_show(value)}; expected a number from -1 to 1"
         ) from None
     if not math.isfinite(score) or not -1.0 <= score <= 1.0:
-        raise DataError(p, None, f"{where}: sentiment_score {value!r}; expected a number from -1 to 1")
+        raise DataError(p, None, f"{where}: sentiment_score {_show(value)}; expected a number from -1 to 1")
     return score
 
 
@@ -329,11 +358,9 @@ def read_fiqa(
     examples: list[Example] = []
     for path in path_list:
         p = Path(path)
-        data = _load_json(p)
+        data = _load_json(p, _FIQA_FORM)
         if not isinstance(data, dict):
-            raise DataError(
-                p, None, "expected a JSON object mapping id -> {sentence, info: [...]} (FiQA task 1)"
-            )
+            raise DataError(p, None, f"expected {_FIQA_FORM}")
         for json_id, record in data.items():
             where = f"record {json_id!r}"
             if (
@@ -360,7 +387,7 @@ def read_fiqa(
                     )
                 target = info.get("target")
                 if not isinstance(target, str) or not target.strip():
-                    raise DataError(p, None, f"{item}: target {target!r}; expected a non-empty string")
+                    raise DataError(p, None, f"{item}: target {_show(target)}; expected a non-empty string")
                 score = _fiqa_score(p, item, info.get("sentiment_score"))
                 if score < negative_below:
                     label = "negative"
@@ -427,6 +454,14 @@ def _csv_records(p: Path, text: str, fmt: str, needed: Sequence[str]) -> Iterato
         except StopIteration:
             break
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise DataError(
+                    p,
+                    row + 1,
+                    f"a field of the row starting on line {start_line} is longer than "
+                    f"{csv.field_size_limit()} characters; expected texts shorter than that (is a quote "
+                    f"left open, or is this not a {fmt.upper()} file?)",
+                ) from None
             raise DataError(
                 p,
                 row + 1,
@@ -444,7 +479,11 @@ def _csv_records(p: Path, text: str, fmt: str, needed: Sequence[str]) -> Iterato
             found = ", ".join(repr(h) for h in header)
             for name in needed:
                 if name not in header:
-                    raise DataError(p, row, f"no column {name!r}; columns found: {found}")
+                    raise DataError(
+                        p,
+                        row,
+                        f"no column {name!r}; columns found: {found}; expected columns {', '.join(needed)}",
+                    )
                 if header.count(name) > 1:
                     raise DataError(
                         p, row, f"column {name!r} appears {header.count(name)} times; expected once"
@@ -474,10 +513,7 @@ def _csv_records(p: Path, text: str, fmt: str, needed: Sequence[str]) -> Iterato
 
 def _json_records(p: Path, text: str) -> Iterator[_Record]:
     if text.lstrip().startswith("["):  # a .json file holding one array of objects
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(p, exc.lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        data = _parse_json(p, text, None, "; expected a JSON array of objects, or one JSON object per line")
         for number, value in enumerate(data, 1):
             if not isinstance(value, dict):
                 raise DataError(p, None, f"record {number}: {type(value).__name__}; expected a JSON object")
@@ -486,14 +522,7 @@ def _json_records(p: Path, text: str) -> Iterator[_Record]:
     for number, line in _physical_lines(text):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                p,
-                number,
-                f"invalid JSON ({exc.msg} at column {exc.colno}); expected one JSON object per line",
-            ) from None
+        value = _parse_json(p, line, number, "; expected one JSON object per line")
         if not isinstance(value, dict):
             raise DataError(p, number, f"{type(value).__name__} on this line; expected a JSON object")
         yield _Record(line=number, where="", default_id=str(number), values=value)
@@ -505,7 +534,9 @@ def _scalar(p: Path, rec: _Record, column: str, value: Any, what: str) -> str:
         return value
     if what in ("id", "label") and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise DataError(p, rec.line, f"{rec.where}{what} in {column!r} is {json.dumps(value)}; expected a string")
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 60 else f"{shown[:55]}... ({len(shown):,} characters)"
+    raise DataError(p, rec.line, f"{rec.where}{what} in {column!r} is {shown}; expected a string")
 
 
 def _labels(
@@ -603,7 +634,11 @@ def read_table(
         for name in needed:
             if name not in values:
                 found = ", ".join(repr(k) for k in values)
-                raise DataError(p, rec.line, f"{rec.where}no key {name!r}; keys found: {found}")
+                raise DataError(
+                    p,
+                    rec.line,
+                    f"{rec.where}no key {name!r}; keys found: {found}; expected keys {', '.join(needed)}",
+                )
         sentence = _scalar(p, rec, text_column, values[text_column], "text").strip()
         if not sentence:
             raise DataError(
@@ -626,7 +661,10 @@ def read_table(
                 raise DataError(p, rec.line, f"{rec.where}empty id in {id_column!r}; expected a unique id")
             if example_id in ids:
                 raise DataError(
-                    p, rec.line, f"{rec.where}duplicate id {example_id!r} (first at {ids[example_id]})"
+                    p,
+                    rec.line,
+                    f"{rec.where}duplicate id {example_id!r} (first at {ids[example_id]}); "
+                    f"expected each id in {id_column!r} once",
                 )
             ids[example_id] = rec.line if rec.line is not None else rec.where.removesuffix(": ")
         examples.append(Example(text=sentence, label=label, text_pair=pair, id=example_id, line=rec.line))
@@ -732,15 +770,15 @@ def read_clinc150(path: PathLike, *, oos: str = "class") -> dict[str, list[Examp
     p = Path(path)
     if p.is_dir():
         p = p / "data_full.json"
-    data = _load_json(p)
+    data = _load_json(p, _CLINC_FORM)
     if not isinstance(data, dict):
-        raise DataError(
-            p, None, "expected a JSON object of splits (train, val, test, oos_train, oos_val, oos_test)"
-        )
+        raise DataError(p, None, f"expected {_CLINC_FORM}")
     missing = [key for _, ins, out in _CLINC_SPLITS for key in (ins, out) if key not in data]
     if missing:
         found = ", ".join(repr(k) for k in data)
-        raise DataError(p, None, f"missing split(s) {', '.join(missing)}; keys found: {found}")
+        raise DataError(
+            p, None, f"missing split(s) {', '.join(missing)}; keys found: {found}; expected {_CLINC_FORM}"
+        )
     result: dict[str, list[Example]] = {}
     for name, in_key, oos_key in _CLINC_SPLITS:
         examples = _clinc_rows(p, data, in_key, out_of_scope=False)

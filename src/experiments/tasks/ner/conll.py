@@ -84,6 +84,12 @@ class Sentence:
             )
 
 
+def _show(value: str, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters so that a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]} ({len(value):,} characters)"
+
+
 class _TagError(ValueError):
     """A tag that is not ``O`` or ``<prefix>-<type>`` with a prefix of the scheme; knows its position."""
 
@@ -93,7 +99,7 @@ class _TagError(ValueError):
         self.scheme = scheme
         prefixes = ", ".join(f"{p}-" for p in _PREFIX_MAP[scheme])
         super().__init__(
-            f"tag {tag!r} is not valid in the {scheme.upper()} scheme; expected 'O' or a prefix "
+            f"tag {_show(tag)} is not valid in the {scheme.upper()} scheme; expected 'O' or a prefix "
             f"({prefixes}) followed by an entity type, e.g. '{next(iter(_PREFIX_MAP[scheme]))}-PER'"
         )
 
@@ -273,7 +279,8 @@ def read_conll(
         The sentences in file order, tags converted to IOB2.
 
     Raises:
-        DataError: file missing; NUL bytes; invalid UTF-8 (names the line); a line with too few fields
+        DataError: file missing; NUL bytes; invalid UTF-8 (names the line); a carriage return inside a
+            line (``\\r``-only line endings would glue lines together); a line with too few fields
             for ``token_column``/``tag_column``; an empty token or tag; with ``char_digit_tokens``, a
             token without trailing position digit; a tag not valid for the scheme; no sentence at all.
         ValueError: ``scheme`` or ``separator`` is not allowed (a programming error, not bad data).
@@ -300,6 +307,13 @@ def read_conll(
 
     for lineno, line in enumerate(text.split("\n"), start=1):
         line = line.rstrip("\r").replace(_BOM, "")
+        if "\r" in line:
+            raise DataError(
+                path,
+                lineno,
+                "carriage return inside the line (classic Mac OS line endings?); expected lines ending "
+                "in \\n or \\r\\n, one token per line",
+            )
         if not line.strip() or line.lstrip().startswith(_DOCSTART):
             close()
             continue
@@ -326,7 +340,7 @@ def read_conll(
                 raise DataError(
                     path,
                     lineno,
-                    f"token {token!r} has no trailing position digit; expected a character "
+                    f"token {_show(token)} has no trailing position digit; expected a character "
                     "followed by its word-position digit(s), e.g. '科0' (char_digit_tokens=True)",
                 )
             token = stripped
@@ -451,7 +465,8 @@ def check_labels(
             raise DataError(
                 path,
                 s.line + i,
-                f"tag {s.tags[i]!r} (token {s.words[i]!r}) is not in the training label set; known labels: "
+                f"tag {_show(s.tags[i])} (token {_show(s.words[i])}) is not in the training label set; "
+                "known labels: "
                 f"{', '.join(label2id)}. Fix the tag, or map unseen tags to 'O' (unknown='O')",
             )
         replaced += len(bad)

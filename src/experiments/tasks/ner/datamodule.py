@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from experiments.errors import DataError
+from experiments.errors import ConfigError, DataError
 from experiments.tasks.base import FeaturesDataModule
-from experiments.tasks.ner.conll import Sentence, check_labels, label_list, read_conll
+from experiments.tasks.ner.conll import SCHEMES, Sentence, check_labels, label_list, read_conll
 from experiments.tasks.ner.encoding import b_to_i_map, encode_sentence
 
 log = logging.getLogger(__name__)
@@ -33,13 +33,27 @@ def read_plain_text(path: str | Path) -> list[Sentence]:
     """One sentence per line, whitespace-tokenized; blank lines are skipped. Tags are all ``O``.
 
     Raises:
-        DataError: the file is not UTF-8 or has no non-blank line.
+        DataError: the file is missing, holds NUL bytes (binary or UTF-16), is not UTF-8 or has no
+            non-blank line.
     """
     try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, None, "file not found; expected a text file, one sentence per line") from None
+    except IsADirectoryError:
+        raise DataError(path, None, "is a directory; expected a text file, one sentence per line") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DataError(
+            path,
+            data.count(b"\n", 0, nul) + 1,
+            "contains NUL bytes (a binary or UTF-16 file?); expected UTF-8 text, one sentence per line",
+        )
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = Path(path).read_bytes()[: err.start].count(b"\n") + 1
-        raise DataError(path, line, "not UTF-8 text; expected one UTF-8 sentence per line") from err
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(path, line, "not UTF-8 text; expected one UTF-8 sentence per line") from None
     sentences = [
         Sentence(words=words, tags=["O"] * len(words), line=i)
         for i, raw in enumerate(text.splitlines(), start=1)
@@ -54,9 +68,15 @@ _TAG = re.compile(r"^(O|[BIESMLU]-\S+)$")
 
 
 def looks_like_conll(path: str | Path) -> bool:
-    """True when the first 200 non-blank lines all have a token and a tag-like last column (``O``, ``B-X``...)."""
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        lines = [ln.split() for ln in (next(fh, "") for _ in range(200)) if ln.strip()]
+    """True when the first 200 non-blank lines all have a token and a tag-like last column (``O``, ``B-X``...).
+
+    False when the file cannot be opened: the plain-text reader then reports it as a :class:`DataError`.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            lines = [ln.split() for ln in (next(fh, "") for _ in range(200)) if ln.strip()]
+    except OSError:
+        return False
     return bool(lines) and all(len(f) >= 2 and (f[0] == "-DOCSTART-" or _TAG.match(f[-1])) for f in lines)
 
 
@@ -100,7 +120,13 @@ class NERDataModule(FeaturesDataModule):
     ):
         super().__init__(tokenizer, **batching)
         if unknown_labels not in ("error", "O"):
-            raise ValueError(f"unknown_labels must be 'error' or 'O', got {unknown_labels!r}")
+            raise ConfigError(f"data.unknown_labels must be 'error' or 'O', got {unknown_labels!r}")
+        if scheme not in ("auto", *SCHEMES):
+            raise ConfigError(f"data.scheme must be auto, {', '.join(SCHEMES)}; got {scheme!r}")
+        if separator is not None and (not separator or "\n" in separator):
+            raise ConfigError(
+                f"data.separator must be null or a non-empty string without newline; got {separator!r}"
+            )
         self.files = {"train": train_file, "validation": validation_file, "test": test_file,
                       "predict": predict_file}
         self.read_options = {"token_column": token_column, "tag_column": tag_column,
@@ -116,7 +142,7 @@ class NERDataModule(FeaturesDataModule):
         """Label names, index = class id: the training file's IOB2 tags, ``O`` first."""
         if self._labels is None:
             if not self.files["train"]:
-                raise ValueError("no labels: set data.train_file (or predict from a checkpoint)")
+                raise ConfigError("no labels: set data.train_file (or predict from a checkpoint)")
             self._labels = complete_iob2(label_list(self._read("train")))
         return self._labels
 
