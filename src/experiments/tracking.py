@@ -1,0 +1,247 @@
+"""Experiment tracking: the validation history every run keeps, and what a W&B run gets.
+
+Why a callback: W&B wants things that only exist while the trainer runs (the resolved config, the
+test report, the per-type scores), and a callback gets them without touching the task modules.
+:class:`Tracking` does two jobs:
+
+* always, on every validation end: appends the ``val/...`` metrics to ``val_history.json`` in the
+  run dir, so that sweeps (``experiments.sweep``, Hydra's Optuna sweeper through
+  :func:`objective`) read the best validation score of a run whatever loggers it used;
+* with a ``WandbLogger`` attached (``logger=wandb``, or a list holding it): logs the resolved config
+  as a plain dict, the test classification report as a W&B Table and, for NER, the per-type F1 as a
+  bar chart (classification modules log their confusion matrix image themselves). Without one it
+  does nothing else.
+
+:func:`finish` runs at the end of ``experiments.__main__.run``: it logs the exported model as a W&B
+artifact when ``callbacks.tracking.log_export=true`` and closes the W&B run, so that several runs in
+one process (Hydra multirun, tests) each get their own W&B run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from experiments import reporting
+from experiments.errors import ConfigError
+from experiments.sweep import number, read_history
+
+log = logging.getLogger(__name__)
+
+REPORT_KEY = "test/classification_report"
+PER_TYPE_KEY = "test/f1_per_type"
+
+
+def wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
+    """The ``WandbLogger`` instances among ``loggers`` (W&B is imported only if Lightning's logger is)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [lg for lg in loggers if isinstance(lg, WandbLogger)]
+
+
+def parse_report(text: str) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of a seqeval / scikit-learn style text report (``label  p  r  f1  support``).
+
+    Rows with fewer numbers than columns (``accuracy  0.91  200``) fill the last columns; lines that
+    are not rows (notes, blank lines) are skipped. Returns ``(["label", *header], rows)``.
+    """
+    header: list[str] = []
+    rows: list[list[Any]] = []
+    for line in text.splitlines():
+        tokens = line.split()
+        if not tokens:
+            continue
+        if not header:
+            if "support" in tokens or "f1-score" in tokens:
+                header = tokens
+            continue
+        numbers: list[float] = []
+        for tok in reversed(tokens):
+            try:
+                numbers.insert(0, float(tok))
+            except ValueError:
+                break
+        label = " ".join(tokens[: len(tokens) - len(numbers)])
+        if not label or not numbers or len(numbers) > len(header) or (len(numbers) < 2 < len(header)):
+            continue
+        values: list[Any] = [None] * (len(header) - len(numbers)) + numbers
+        values = [
+            int(v) if h == "support" and v is not None else v for h, v in zip(header, values, strict=True)
+        ]
+        rows.append([label, *values])
+    return ["label", *header], rows
+
+
+def per_type_figure(metrics: Mapping[str, float], title: str = "Test F1 per entity type"):
+    """Horizontal bar chart of the ``f1_<TYPE>`` entries of ``metrics`` (None when there are none)."""
+    averages = ("f1_macro", "f1_micro", "f1_weighted")
+    scores = {k[3:]: float(v) for k, v in metrics.items() if k.startswith("f1_") and k not in averages}
+    if not scores:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(scores)
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
+    ax.barh(names, [scores[n] for n in names], color="tab:blue")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1")
+    ax.set_title(title)
+    for i, n in enumerate(names):
+        ax.text(min(scores[n] + 0.01, 0.9), i, f"{scores[n]:.3f}", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+class Tracking(Callback):
+    """Keeps ``val_history.json`` and, with a ``WandbLogger``, sends the config, report and plots to W&B.
+
+    Args:
+        config_file: the resolved config written by the entry point (``<run dir>/config.yaml``); logged
+            to W&B as a plain dict. Missing file: nothing is logged.
+        history_file: where the validation history goes (null: not kept).
+        log_report: log the test classification report as a W&B Table and the per-type F1 chart.
+        log_export: log the exported model folder as a W&B artifact (type ``model``) after export.
+    """
+
+    def __init__(
+        self,
+        config_file: str | None = None,
+        history_file: str | None = None,
+        log_report: bool = True,
+        log_export: bool = False,
+    ):
+        self.config_file = config_file
+        self.history_file = history_file
+        self.log_report = log_report
+        self.log_export = log_export
+        self.history: list[dict[str, float]] = []
+        self._config_logged = False
+
+    # ---- config ----------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._config_logged or not trainer.is_global_zero:
+            return
+        loggers = wandb_loggers(trainer.loggers)
+        if not loggers or not self.config_file or not Path(self.config_file).is_file():
+            return
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_container(OmegaConf.load(self.config_file), resolve=False)
+        for lg in loggers:
+            lg.log_hyperparams(config)
+        self._config_logged = True
+
+    # ---- validation history ------------------------------------------------------------------------
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the
+        # module's, where the epoch-level scores are logged.
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row: dict[str, float] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for key, value in trainer.callback_metrics.items():
+            value = number(value)
+            if key.startswith("val/") and value is not None:
+                row[key] = value
+        self.history.append(row)
+        if self.history_file:
+            reporting.write_json(self.history_file, {"history": self.history})
+
+    # ---- test report -------------------------------------------------------------------------------
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.log_report or not trainer.is_global_zero:
+            return
+        loggers = wandb_loggers(trainer.loggers)
+        result = getattr(pl_module, "results", {}).get("test")
+        if not loggers or not result:
+            return
+        columns, rows = parse_report(result.get("report") or "")
+        figure = None
+        if "confusion_matrix_png" not in result:  # classification modules log their confusion matrix
+            figure = per_type_figure(result.get("metrics") or {})
+        for lg in loggers:
+            if rows:
+                lg.log_table(key=REPORT_KEY, columns=columns, data=rows)
+            if figure is not None:
+                lg.log_image(key=PER_TYPE_KEY, images=[figure])
+        if figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+
+
+def _artifact_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model"
+
+
+def finish(trainer: L.Trainer, cfg: Any, metrics: Mapping[str, Any] | None = None) -> None:
+    """End of a run: log the exported model as a W&B artifact if asked, then close the W&B runs."""
+    loggers = [lg for lg in wandb_loggers(trainer.loggers) if getattr(lg, "_experiment", None) is not None]
+    if not loggers or not trainer.is_global_zero:
+        return
+    tracking = next((cb for cb in trainer.callbacks if isinstance(cb, Tracking)), None)
+    out = Path(cfg.paths.output_dir)
+    model_dir = out / "model"
+    if tracking is not None and tracking.log_export and cfg.get("mode") == "train" and model_dir.is_dir():
+        import wandb
+
+        meta = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float)}
+        for lg in loggers:
+            artifact = wandb.Artifact(
+                _artifact_name(f"{cfg.get('run_name') or 'model'}-export"),
+                type="model",
+                metadata={"run_dir": str(out), **meta},
+            )
+            artifact.add_dir(str(model_dir))
+            adapter = out / "model_adapter"
+            if adapter.is_dir():
+                artifact.add_dir(str(adapter), name="adapter")
+            lg.experiment.log_artifact(artifact, aliases=["latest", "exported"])
+            log.info("exported model logged to W&B as artifact %s", artifact.name)
+    for lg in loggers:
+        lg.experiment.finish()
+        lg._experiment = None
+
+
+# ---- the value a Hydra sweeper optimises -----------------------------------------------------------
+def metric_goal(name: str, cfg: Any = None) -> str:
+    """``maximize`` or ``minimize`` for a metric: the monitor's mode for the monitored metric, else
+    ``minimize`` for losses and errors and ``maximize`` for everything else."""
+    monitor = (cfg.get("monitor") if cfg is not None else None) or {}
+    if monitor and monitor.get("metric") == name:
+        return "minimize" if monitor.get("mode") == "min" else "maximize"
+    return "minimize" if re.search(r"loss|error|perplexity|mse|mae", name) else "maximize"
+
+
+def best_value(values: Sequence[float], goal: str) -> float | None:
+    if not values:
+        return None
+    return min(values) if goal.startswith("min") else max(values)
+
+
+def objective(cfg: Any, metrics: Mapping[str, Any]) -> float | None:
+    """Value of ``cfg.optimized_metric`` for Hydra sweepers (Optuna), or None when it is not set.
+
+    A key of ``metrics`` (``test/...``) is returned as is; a validation metric (``val/f1``) gives its
+    best value over the run's validation history (:func:`read_history`, :func:`metric_goal`).
+
+    Raises:
+        ConfigError: the metric was never logged by this run.
+    """
+    name = cfg.get("optimized_metric") if cfg is not None else None
+    if not name:
+        return None
+    if name in metrics and number(metrics[name]) is not None:
+        return number(metrics[name])
+    value = best_value(read_history(cfg.paths.output_dir, name), metric_goal(name, cfg))
+    if value is None:
+        raise ConfigError(f"optimized_metric={name} was not logged by this run (see {cfg.paths.output_dir})")
+    return value
