@@ -89,14 +89,6 @@ def test_lora_target_module_the_model_lacks_fails_before_training(tmp_path, tiny
     assert_not_trained(tmp_path / "run")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="conf/finetune/lora.yaml has no `_convert_: all`: a target_modules list from the command line "
-    "reaches "
-    "peft as an omegaconf ListConfig, so build.apply_lora's own check (which lists the layers the model has) "
-    "is skipped, and peft's save_pretrained fails at export, after training, with 'Object of type ListConfig "
-    "is not JSON serializable'",
-)
 def test_lora_target_modules_from_the_command_line_are_plain_python(tmp_path):
     from hydra.utils import instantiate
 
