@@ -9,6 +9,7 @@ Heavy libraries are imported inside ``run`` so ``--help`` stays quick.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import config_dir, prepare, register_resolvers, single_log_stream
+from experiments.distributed import is_rank_zero, launch_overrides
 from experiments.errors import ExperimentsError
 
 log = logging.getLogger("experiments")
@@ -52,19 +54,47 @@ def _stored_labels(cfg: DictConfig) -> list[str] | None:
     return None
 
 
+def _last_checkpoint(run_dir: Path) -> str:
+    """``ckpt_path=last``: the run dir's ``checkpoints/last.ckpt`` (the newest state of that run)."""
+    from experiments.errors import ConfigError
+
+    path = run_dir / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path=last: no checkpoint at {path}; pass the run to resume as hydra.run.dir=<its run dir>, "
+            "or ckpt_path=<a .ckpt file>"
+        )
+    return str(path)
+
+
+def _gather_ranks(trainer: Any, rows: list | None) -> list:
+    """Predict outputs of every DDP rank (each predicted its own share), concatenated; rank order."""
+    rows = list(rows or [])
+    if trainer.world_size == 1:
+        return rows
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * trainer.world_size
+    dist.all_gather_object(gathered, rows)
+    return [r for part in gathered for r in part]
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train/test/predict as ``cfg.mode`` says; returns the metrics written to ``metrics.json``."""
     import lightning as L
     from hydra.utils import instantiate
 
-    from experiments import reporting
+    from experiments import reporting, tracking
     from experiments.models.build import load_tokenizer
 
     single_log_stream()
     cfg = prepare(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reporting.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    if cfg.get("ckpt_path") == "last":
+        cfg.ckpt_path = _last_checkpoint(out)
+    if is_rank_zero(os.environ):  # every DDP process runs this; the trainer does not exist yet
+        reporting.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
     L.seed_everything(cfg.seed, workers=True)
 
     tokenizer = load_tokenizer(
@@ -89,9 +119,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if cfg.mode == "predict":
-        rows = trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        rows = _gather_ranks(trainer, trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path))
+        if not trainer.is_global_zero:
+            return {}
         path = reporting.write_jsonl(out / "predictions.jsonl", module.prediction_records(datamodule, "predict", rows))
         log.info("predictions written to %s", path)
+        # Task-specific extra files (e.g. ranking: MIND's prediction.txt), when the module has them.
+        if callable(write_outputs := getattr(module, "write_outputs", None)):
+            log.info("written: %s", write_outputs(datamodule, "predict", out, rows))
         return {}
 
     metrics: dict[str, Any] = {"train/trainable_params": trainable, "train/total_params": total}
@@ -114,26 +149,43 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             metrics["test/checkpoint"] = test_ckpt or "last weights"
             reporting.write_text(out / "classification_report.txt", result["report"])
             reporting.write_jsonl(out / "predictions.jsonl", module.prediction_records(datamodule, "test"))
+            if callable(write_outputs := getattr(module, "write_outputs", None)):
+                write_outputs(datamodule, "test", out)
     if trainer.is_global_zero:
         reporting.write_json(out / "metrics.json", metrics)
         if cfg.mode == "train" and cfg.export:
             # trainer.test loaded the best checkpoint into the module, so the best weights are exported.
             written = reporting.export_model(module.model, tokenizer, out / "model")
             log.info("model exported to %s", written)
-        if "test/f1" in metrics or "test/accuracy" in metrics:
-            key = "test/f1" if "test/f1" in metrics else "test/accuracy"
+        if key := next((k for k in ("test/f1", "test/accuracy", "test/auc") if k in metrics), None):
             print(f"{key} = {metrics[key]:.4f}   (outputs in {out})")
+    tracking.finish(trainer, cfg, metrics)  # W&B: exported model as an artifact (if asked), close the run
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point; user errors become one line on stderr and exit code 2."""
+def hydra_main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; user errors become one line on stderr and exit code 2 (3: training diverged,
+    ``experiments.callbacks.NonFiniteLossError``). Returns the value of
+    ``optimized_metric`` when set (Hydra's Optuna sweeper, ``hparams_search=...``)."""
     try:
-        run(cfg)
+        from experiments.tracking import objective
+
+        return objective(cfg, run(cfg))
     except ExperimentsError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+
+
+def main() -> None:
+    """``python -m experiments`` and the ``experiments`` script: Hydra, after the overrides that a
+    multi-process launch needs (one run dir, nothing written by ranks > 0; see ``experiments.distributed``)."""
+    try:
+        sys.argv[1:] = [*sys.argv[1:], *launch_overrides(sys.argv[1:], os.environ)]
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
 
 
 if __name__ == "__main__":

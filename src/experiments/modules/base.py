@@ -8,10 +8,13 @@ accumulation, clipping, AMP and DDP are Lightning's.
 
 from __future__ import annotations
 
+import random
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -89,19 +92,29 @@ class EncoderModule(L.LightningModule):
         """Scalar loss of a forward pass on ``batch``."""
         raise NotImplementedError
 
+    def forward_loss(self, batch: dict[str, Any]) -> Tensor:
+        """Scalar training loss of ``batch``: ``compute_loss`` of one ``self.model`` forward.
+
+        A family whose batch is not plain model input (ranking) overrides this; the override must still
+        run ``self.model``'s forward, since the adversary hooks its input embeddings and calls this
+        again as its loss closure.
+        """
+        return self.compute_loss(self.model(**model_inputs(batch)), batch)
+
+    def count_examples(self, batch: dict[str, Any]) -> int:
+        """Examples in ``batch`` (for logging)."""
+        return batch["input_ids"].shape[0]
+
     # ---- shared training step --------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        inputs = model_inputs(batch)
-        bs = inputs["input_ids"].shape[0]
+        bs = self.count_examples(batch)
         if self.adversary is None:
-            loss = self.compute_loss(self.model(**inputs), batch)
+            loss = self.forward_loss(batch)
             self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
             return loss
         with self.adversary.watch(self.model):
-            clean = self.compute_loss(self.model(**inputs), batch)
-        adv = self.adversary.perturbed_loss(
-            self.model, lambda: self.compute_loss(self.model(**inputs), batch), clean
-        )
+            clean = self.forward_loss(batch)
+        adv = self.adversary.perturbed_loss(self.model, lambda: self.forward_loss(batch), clean)
         loss = clean if adv is None else clean + self.adversary.adv_weight * adv
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
         self.log("train/clean_loss", clean, on_step=False, on_epoch=True, batch_size=bs)
@@ -130,6 +143,23 @@ class EncoderModule(L.LightningModule):
         if self.frozen:
             state = checkpoint["state_dict"]
             checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in self.frozen}
+        # Every rank's random state (dropout masks), so that a resumed run draws the same numbers.
+        checkpoint["rng_states"] = gather_rng_states(self.trainer)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Applied at the first training batch after the restore (see on_train_batch_start): between
+        # the restore and that batch Lightning may run the sanity check, which must not shift them.
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        states, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        if states:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+            if len(states) == world:
+                set_rng_states(states[rank])
+            else:
+                warnings.warn(f"checkpoint holds random states of {len(states)} processes, this run has {world}: "
+                              "dropout draws differ from the interrupted run", stacklevel=1)
 
     def trainable_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts of the model."""
@@ -138,3 +168,42 @@ class EncoderModule(L.LightningModule):
 
 def sum_params(params: Iterable[nn.Parameter], trainable: bool = False) -> int:
     return sum(p.numel() for p in params if p.requires_grad or not trainable)
+
+
+def rng_states() -> dict[str, Any]:
+    """This process's random states: torch CPU (and CUDA), numpy and Python's ``random``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # Tensors, ints and tuples only: checkpoints stay loadable with torch.load(weights_only=True).
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def gather_rng_states(trainer: Any) -> list[dict[str, Any]]:
+    """Random states of every rank, index = global rank (one ``all_gather_object`` under DDP).
+
+    Called while a checkpoint is written, which every rank does at the same point of training.
+    """
+    mine = rng_states()
+    world = trainer.world_size if trainer is not None else 1
+    if world == 1:
+        return [mine]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, mine)
+    return gathered

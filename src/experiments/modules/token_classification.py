@@ -48,8 +48,11 @@ class TokenClassificationModule(EncoderModule):
         rows, outputs = self.word_predictions(batch)
         self._records.append(rows.cpu())
         if "labels" in batch:
-            loss = self.compute_loss(outputs, batch)
-            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+            # Weighted by labelled tokens: the epoch value is the mean loss over all labelled tokens of
+            # the split, whatever the batching and the number of DDP ranks (each holds a disjoint share).
+            tokens = int((batch["labels"] != -100).sum())
+            loss = self.compute_loss(outputs, batch) if tokens else outputs.logits.new_zeros(())
+            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=tokens, sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")

@@ -1,9 +1,11 @@
 """What every task's DataModule shares: batching of pre-tokenized features.
 
 Why: batches are padded dynamically by transformers' collators (never to the maximum length), and
-training batches group examples of similar length (``LengthGroupedSampler``, as HF Trainer's
-``group_by_length``), which removes most padding. A task only fills ``self.features[split]`` with
-dicts of token ids and says which collator pads them.
+training batches group examples of similar length (transformers' length grouping, as HF Trainer's
+``group_by_length``), which removes most padding. The training order depends only on ``(seed, epoch)``
+and the loader's position is saved in checkpoints (``tasks.sampling``), so a run resumes mid-epoch
+exactly; under DDP, validation and test see every example exactly once. A task only fills
+``self.features[split]`` with dicts of token ids and says which collator pads them.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class FeaturesDataModule(L.LightningDataModule):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.num_workers = num_workers
         self.features: dict[str, list[dict]] = {}
+        self._train_loader: Any = None
+        self._train_loader_state: dict[str, int] | None = None
 
     def hf_collator(self) -> Callable[[list[dict]], dict]:
         """The transformers collator that pads this task's features."""
@@ -82,24 +86,53 @@ class FeaturesDataModule(L.LightningDataModule):
         return pad_extras(self.hf_collator(), features)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        """Training: :class:`~experiments.tasks.sampling.TrainSampler` in a resumable loader (order from
+        ``(seed, epoch)``, saved position). Validation/test: each rank's unpadded share, so that every
+        example is evaluated exactly once under DDP. Predict: Lightning's default (unpadded) handling."""
+        from experiments.tasks.sampling import EvalSampler, ResumableDataLoader, TrainSampler
+
         if split not in self.features:
             raise ValueError(f"no {split} data: set data.{split}_file")
         data = self.features[split]
         batch_size = self.batch_size if shuffle else self.eval_batch_size
-        sampler = None
-        if shuffle and self.group_by_length:
-            from transformers.trainer_pt_utils import LengthGroupedSampler
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        # Own generators: starting an iteration must not draw from the global RNG (dropout's), so that
+        # training is the same whether or not, and how often, validation runs in between.
+        common = {"batch_size": batch_size, "collate_fn": self.collate, "num_workers": self.num_workers,
+                  "persistent_workers": self.num_workers > 0, "generator": torch.Generator()}
+        if shuffle:
+            sampler = TrainSampler([len(f["input_ids"]) for f in data], batch_size,
+                                   seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+                                   group_by_length=self.group_by_length, num_replicas=world, rank=rank)
+            loader = ResumableDataLoader(data, sampler=sampler, **common)
+            if self._train_loader_state:
+                loader.load_state_dict(self._train_loader_state)
+                self._train_loader_state = None
+            self._train_loader = loader
+            return loader
+        if split == "predict":
+            return DataLoader(data, **common)
+        if len(data) < world:
+            from experiments.errors import ConfigError
 
-            sampler = LengthGroupedSampler(batch_size, lengths=[len(f["input_ids"]) for f in data])
-        return DataLoader(
-            data,
-            batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            collate_fn=self.collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+            raise ConfigError(f"the {split} split has {len(data)} examples, fewer than the {world} processes")
+        return DataLoader(data, sampler=EvalSampler(len(data), num_replicas=world, rank=rank), **common)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position; Lightning stores it in every checkpoint."""
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Restored here, not (only) through Lightning's own restore of stateful loaders, which is skipped
+        # when configure_optimizers reads trainer.estimated_stepping_batches (Lightning issue #20550).
+        # Lightning restores the datamodule before or after creating the loader depending on the
+        # strategy; the loader iterates lazily, so applying the state to an existing one works too.
+        state = state_dict.get("train_loader")
+        if state and self._train_loader is not None:
+            self._train_loader.load_state_dict(state)
+        else:
+            self._train_loader_state = state
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

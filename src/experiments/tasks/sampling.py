@@ -1,0 +1,162 @@
+"""Samplers and the training DataLoader that make a run resumable mid-epoch and DDP evaluation exact.
+
+Why our own: transformers' ``LengthGroupedSampler`` draws its permutation from the global torch RNG, so
+the order of an epoch depends on everything that consumed random numbers before it, and it has no state
+to save; Lightning's ``DistributedSampler`` pads evaluation splits with duplicates so that every rank
+gets the same number of examples, which counts those examples twice in the scores.
+
+* :class:`TrainSampler`: the permutation of an epoch depends only on ``(seed, epoch)`` (length-grouped
+  as in HF Trainer's ``group_by_length``, or a plain shuffle), then each rank takes its share (padded
+  so that ranks run the same number of steps, as ``DistributedSampler`` does).
+* :class:`EvalSampler`: rank ``r`` of ``R`` reads examples ``r, r+R, ...`` in order, without padding:
+  over all ranks every example is evaluated exactly once.
+* :class:`ResumableDataLoader`: a DataLoader with ``state_dict``/``load_state_dict`` (Lightning saves
+  the state of such loaders in its checkpoints and restores it before the epoch resumes); it counts the
+  batches it has handed out in the current epoch and, after a restore, skips that many batches of the
+  same epoch's permutation without loading them.
+
+Both samplers subclass ``DistributedSampler`` so that Lightning leaves them in place under DDP instead
+of wrapping them in its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+log = logging.getLogger(__name__)
+
+
+class TrainSampler(DistributedSampler):
+    """Training order of one rank: a ``(seed, epoch)`` permutation, optionally grouped by length.
+
+    Args:
+        lengths: sequence length of every example (used when ``group_by_length``).
+        batch_size: per-rank batch size; length groups are formed over ``batch_size * num_replicas``.
+        seed: base seed of the permutation (the run's ``seed``).
+        group_by_length: mega-batches sorted by length (transformers' ``get_length_grouped_indices``);
+            otherwise a uniform shuffle.
+        num_replicas, rank: the DDP world size and this process's global rank.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        group_by_length: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
+        super().__init__(range(len(lengths)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.group_by_length = group_by_length
+        self.skip = 0  # examples of this rank's share to leave out at the start of the next iteration
+
+    def permutation(self, epoch: int) -> list[int]:
+        """All examples in the order of ``epoch`` (before the split over ranks)."""
+        g = torch.Generator()
+        g.manual_seed(self.seed + epoch)
+        if self.group_by_length:
+            from transformers.trainer_pt_utils import get_length_grouped_indices
+
+            return list(get_length_grouped_indices(self.lengths, self.batch_size * self.num_replicas, generator=g))
+        return torch.randperm(len(self.lengths), generator=g).tolist()
+
+    def shard(self, epoch: int) -> list[int]:
+        """This rank's examples of ``epoch``, padded (by repeating the first ones) to ``num_samples``."""
+        indices = self.permutation(epoch)
+        if len(indices) < self.total_size:
+            indices += (indices * math.ceil(self.total_size / len(indices)))[: self.total_size - len(indices)]
+        return indices[self.rank : self.total_size : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip = self.skip, 0
+        return iter(self.shard(self.epoch)[skip:])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class EvalSampler(DistributedSampler):
+    """Evaluation order of one rank: examples ``rank, rank + R, ...`` in file order, never padded."""
+
+    def __init__(self, size: int, *, num_replicas: int = 1, rank: int = 0):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.size = size
+        self.num_samples = len(range(rank, size, num_replicas))
+        self.total_size = size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader whose position in the epoch is saved in checkpoints and restored on resume.
+
+    Needs a :class:`TrainSampler`. The state is ``{"epoch", "batches", "num_replicas"}``: the sampler's
+    epoch and how many batches of it were handed out. After :meth:`load_state_dict`, the next iteration
+    of that same epoch starts at batch ``batches`` (the permutation is recomputed from the seed, nothing
+    is loaded for the skipped batches); an iteration of any other epoch starts at the beginning.
+
+    The iterator is created lazily, at the first batch, so that Lightning's ``set_epoch`` (called after
+    it asks for the iterator) is in effect when the sampler computes the order. Iteration draws no
+    number from the global torch RNG (``generator`` is reseeded from the sampler's seed and epoch), so
+    starting an epoch does not shift the dropout random stream.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("generator", torch.Generator())
+        super().__init__(*args, **kwargs)
+        self._batches = 0
+        self._resume: dict[str, int] | None = None
+
+    def _train_sampler(self) -> TrainSampler | None:
+        return self.sampler if isinstance(self.sampler, TrainSampler) else None
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        # A generator: nothing below runs before the first batch is requested.
+        sampler = self._train_sampler()
+        epoch = sampler.epoch if sampler is not None else 0
+        start = 0
+        if self._resume is not None and sampler is not None and self._resume["epoch"] == epoch:
+            start = min(self._resume["batches"], len(self))
+            sampler.skip = start * self.batch_size
+            if start:
+                log.info("resuming epoch %d at batch %d of %d", epoch, start, len(self))
+        self._resume = None
+        if sampler is not None:
+            self.generator.manual_seed(sampler.seed + epoch)
+        self._batches = start
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self._train_sampler()
+        return {
+            "epoch": sampler.epoch if sampler is not None else 0,
+            "batches": self._batches,
+            "num_replicas": sampler.num_replicas if sampler is not None else 1,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self._train_sampler()
+        replicas = sampler.num_replicas if sampler is not None else 1
+        if state.get("num_replicas", 1) != replicas:
+            log.warning(
+                "checkpoint was written with %s processes, this run has %s: the interrupted epoch restarts "
+                "from its first batch", state.get("num_replicas"), replicas,
+            )
+            return
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
