@@ -1,7 +1,7 @@
 # Common tasks. `make install` first on a fresh machine (CPU torch from local disk, then the project).
 PY ?= python
 
-.PHONY: install test test-full train lint format bench clean
+.PHONY: install test test-full train lint format bench clean baselines sweep
 
 install:
 	$(PY) -m pip install torch==2.13.0
@@ -18,6 +18,16 @@ test-full:
 # The main job on the embedded default (WNUT-17, all-MiniLM-L6-v2). Extra overrides: make train ARGS="..."
 train:
 	$(PY) -m experiments task=ner $(ARGS)
+
+# A pinned paper baseline over its seeds, then the table against the paper (outputs/baselines/<name>/).
+# make baselines BASELINE=ner_conll2003_minilm [ARGS="--seeds 1 2 -- trainer.max_epochs=1"]
+baselines:
+	$(PY) -m experiments.baselines $(BASELINE) $(ARGS)
+
+# A W&B sweep file run here, without the W&B server (outputs/sweeps/<name>/; rerun to resume).
+# make sweep SWEEP=sweeps/ner_bayes.yaml COUNT=20 [ARGS="-- dataset=conll2003"]
+sweep:
+	$(PY) -m experiments.sweep $(SWEEP) $(if $(COUNT),--count $(COUNT)) $(ARGS)
 
 lint:
 	$(PY) -m ruff check src tests
