@@ -195,14 +195,6 @@ def test_adversary_without_embeddings_stops_the_first_step_before_any_update():
     assert model.calls == 0
 
 
-HYDRA_WRAPS_CONFIG_ERRORS = (
-    "Hydra's instantiate wraps a ConfigError raised in a _target_ constructor (FGM, PGD, the datamodules) in "
-    "InstantiationException, so `main` prints Hydra's message and exits 1 instead of one `error:` line and "
-    "exit 2; fix: unwrap an InstantiationException whose __cause__ is an ExperimentsError in "
-    "experiments.__main__.main"
-)
-
-
 def test_cli_bad_adversary_setting_fails_before_training(tmp_path, tiny_encoder_dir, ner_data):
     proc = cli("task=ner", f"model.name_or_path={tiny_encoder_dir}", "trainer.precision=32", "debug=limit",
                "finetune=pgd", "finetune.adversary.steps=0", *ner_data, cwd=tmp_path)
@@ -210,8 +202,7 @@ def test_cli_bad_adversary_setting_fails_before_training(tmp_path, tiny_encoder_
     assert "steps must be an integer >= 1" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert_not_trained(tmp_path / "run")
-    if proc.returncode != 2:
-        pytest.xfail(HYDRA_WRAPS_CONFIG_ERRORS)
+    assert proc.returncode == 2
     assert "steps must be an integer >= 1" in error_line(proc)
 
 

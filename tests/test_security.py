@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import secrets
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments.config import config_dir
+from experiments.errors import ConfigError
 
 NER_TRAIN = "john B-PER\nsmith I-PER\nlives O\nin O\nparis B-LOC\n\napple B-ORG\nshares O\nrose O\n"
 NER_TEST = "john B-PER\nworks O\n\nparis B-LOC\nrose O\n"
@@ -144,7 +144,7 @@ def test_malicious_checkpoint_is_never_executed(tmp_path):
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "evil.ckpt"
     torch.save({"hyper_parameters": {"labels": ["O"]}, "payload": _Payload(marker)}, ckpt)
-    with pytest.raises(pickle.UnpicklingError):  # not yet a ConfigError: see the report
+    with pytest.raises(ConfigError, match="not a loadable Lightning checkpoint"):
         _checkpoint_labels(str(ckpt))
     assert not marker.exists(), "a pickled payload ran while reading a checkpoint"
     # The check is real: a full unpickle does run it.

@@ -36,6 +36,11 @@ def _checkpoint_labels(ckpt_path: str) -> list[str]:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError as err:
         raise ConfigError(f"ckpt_path {ckpt_path} does not exist") from err
+    except Exception as err:  # noqa: BLE001 - unpickling refused, truncated or foreign file
+        raise ConfigError(
+            f"{ckpt_path}: not a loadable Lightning checkpoint ({type(err).__name__}: {str(err)[:200]}); "
+            "expected a .ckpt written by experiments (loaded with weights_only=True)"
+        ) from None
     labels = ckpt.get("hyper_parameters", {}).get("labels")
     if not labels:
         raise ConfigError(f"{ckpt_path}: checkpoint has no label list; was it written by experiments?")
@@ -172,9 +177,22 @@ def hydra_main(cfg: DictConfig) -> float | None:
         from experiments.tracking import objective
 
         return objective(cfg, run(cfg))
-    except ExperimentsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+    except Exception as err:
+        user_error = _user_error(err)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        sys.exit(user_error.exit_code)
+
+
+def _user_error(err: BaseException) -> ExperimentsError | None:
+    """The ExperimentsError behind ``err``: itself, or the cause Hydra's InstantiationException wraps
+    when a ``_target_`` constructor rejected its arguments."""
+    while err is not None:
+        if isinstance(err, ExperimentsError):
+            return err
+        err = err.__cause__
+    return None
 
 
 def main() -> None:
