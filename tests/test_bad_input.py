@@ -90,7 +90,7 @@ CASES: dict[str, tuple[Callable[[Path], Any], int | None, str]] = {
     "phrasebank_unknown_label.txt": (read_phrasebank, 2, "label 'mixed' after the last '@'"),
     "phrasebank_empty_sentence.txt": (read_phrasebank, 2, "empty sentence before '@'"),
     "phrasebank_empty.txt": (read_phrasebank, None, "no examples"),
-    "phrasebank_utf16.txt": (read_phrasebank, 1, "NUL byte found"),
+    "phrasebank_utf16.txt": (read_phrasebank, 1, "contains NUL bytes"),
     "phrasebank_cr_line_endings.txt": (read_phrasebank, 1, "carriage return inside the line"),
     # FiQA-2018 task 1
     "fiqa_truncated.json": (read_fiqa, 9, "invalid JSON (Unterminated string"),

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from experiments.errors import ConfigError, DataError
+from experiments.tasks.io import read_input_bytes
 
 __all__ = [
     "Example",
@@ -146,19 +147,7 @@ def read_text_file(path: PathLike) -> str:
     Format source: Financial PhraseBank v1.0 README (ISO-8859-1 files) and shared/data/MANIFEST.md (our
     AllAgree copy and banking77/Bitext are UTF-8; WNUT-17 dev starts with a BOM).
     """
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError(p, None, "file not found; expected an existing text file") from None
-    except IsADirectoryError:
-        raise DataError(p, None, "is a directory; expected a text file") from None
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise DataError(
-            p, line, "NUL byte found; expected UTF-8 or Latin-1 text (is this a UTF-16 or binary file?)"
-        )
+    data = read_input_bytes(path, "UTF-8 or Latin-1 text")
     if data.startswith(_UTF8_BOM):
         data = data[len(_UTF8_BOM) :]
     try:

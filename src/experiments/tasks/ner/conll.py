@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.errors import DataError
+from experiments.tasks.io import read_input_bytes
 
 __all__ = [
     "SCHEMES",
@@ -219,20 +220,7 @@ def _strip_position_digits(text: str) -> str | None:
 
 
 def _decode(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, None, "file not found; expected a CoNLL column file") from None
-    except IsADirectoryError:
-        raise DataError(path, None, "is a directory; expected a CoNLL column file") from None
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise DataError(
-            path,
-            line,
-            "contains NUL bytes (a binary or UTF-16 file?); expected UTF-8 text, one token per line",
-        )
+    data = read_input_bytes(path, "a UTF-8 CoNLL column file, one token per line")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

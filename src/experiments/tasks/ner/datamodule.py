@@ -14,6 +14,7 @@ from typing import Any
 
 from experiments.errors import ConfigError, DataError
 from experiments.tasks.base import FeaturesDataModule
+from experiments.tasks.io import read_input_bytes
 from experiments.tasks.ner.conll import SCHEMES, Sentence, check_labels, label_list, read_conll
 from experiments.tasks.ner.encoding import b_to_i_map, encode_sentence
 
@@ -36,19 +37,7 @@ def read_plain_text(path: str | Path) -> list[Sentence]:
         DataError: the file is missing, holds NUL bytes (binary or UTF-16), is not UTF-8 or has no
             non-blank line.
     """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, None, "file not found; expected a text file, one sentence per line") from None
-    except IsADirectoryError:
-        raise DataError(path, None, "is a directory; expected a text file, one sentence per line") from None
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise DataError(
-            path,
-            data.count(b"\n", 0, nul) + 1,
-            "contains NUL bytes (a binary or UTF-16 file?); expected UTF-8 text, one sentence per line",
-        )
+    data = read_input_bytes(path, "UTF-8 text, one sentence per line")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
