@@ -24,7 +24,6 @@ Prediction", EMNLP, the *oos-threshold* baseline).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
+
+from experiments.reporting import atomic_write
 
 # Threshold grid searched on the validation epoch: 0.05, 0.10, ..., 0.95.
 DEFAULT_THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -385,23 +386,8 @@ def save_confusion_matrix(
     Returns:
         The path written.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     fig = figure if figure is not None else confusion_figure(cm, labels, columns=columns, title=title)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-            fh.flush()
-            os.fsync(fh.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
 
 
 # ---------------------------------------------------------------------------- epoch-level outputs
