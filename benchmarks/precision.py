@@ -20,12 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def throughput(run_dir: Path, warmup: int) -> dict[str, float]:
+    # One process logs train/device/...; several also log the global train/... rates.
+    prefix = "train/device/"
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
-    rows = [r for r in rows if r.get("train/samples_per_sec") and int(r["step"]) >= warmup]
+    rows = [r for r in rows if r.get(prefix + "samples_per_sec") and int(r["step"]) >= warmup]
     if not rows:
         raise SystemExit(f"no throughput rows in {run_dir}")
     last = rows[-1]
-    return {"samples/s": float(last["train/samples_per_sec"]), "tokens/s": float(last["train/items_per_sec"])}
+    return {"samples/s": float(last[prefix + "samples_per_sec"]), "tokens/s": float(last[prefix + "items_per_sec"])}
 
 
 def main() -> None:
