@@ -182,7 +182,9 @@ class SequenceClassificationModule(EncoderModule):
             return probs, torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)
         probs = logits.softmax(-1)
         k = probs.shape[-1] if self.top_k is None else max(1, min(int(self.top_k), probs.shape[-1]))
-        return probs.topk(k, dim=-1)
+        # A stable sort, not topk: tied probabilities keep class-id order on every CPU.
+        values, indices = probs.sort(dim=-1, descending=True, stable=True)
+        return values[:, :k], indices[:, :k]
 
     def decide(self, scores: Tensor, indices: Tensor, threshold: float | None = None) -> Tensor:
         """Predictions: multi-hot ``[N, C]`` (multi-label) or class ids ``[N]`` (oos below the threshold)."""
@@ -344,9 +346,9 @@ class SequenceClassificationModule(EncoderModule):
             if self.multi_label:
                 rec["predicted"] = [self.labels[i] for i in predicted[row].nonzero().flatten().tolist()]
                 k = len(scores) if self.top_k is None else min(int(self.top_k), len(scores))
-                top = scores.topk(k)
+                values, order = scores.sort(descending=True, stable=True)
                 rec["probabilities"] = {self.labels[int(i)]: round(float(p), 6)
-                                        for p, i in zip(top.values, top.indices, strict=True)}
+                                        for p, i in zip(values[:k], order[:k], strict=True)}
             else:
                 rec["predicted"] = self.eval_labels[int(predicted[row])]
                 rec["probabilities"] = {self.labels[int(i)]: round(float(p), 6)
