@@ -64,13 +64,20 @@ def record_layernorm_input(model, store):
     return model.bert.embeddings.LayerNorm.register_forward_pre_hook(lambda m, a: store.append(a[0].detach()))
 
 
-def manual_fgm_grads(model, inputs, labels, eps, weight):
+def unit(g, norm):
+    """g / ||g||_2 with the norm over each example's [T, H] (Miyato et al.) or over the whole batch."""
+    if norm == "batch":
+        return g / g.norm()
+    return torch.stack([x / x.norm() for x in g])
+
+
+def manual_fgm_grads(model, inputs, labels, eps, weight, norm="example"):
     """FGM through ``inputs_embeds``: no hooks, no adversary code."""
     e = model.bert.embeddings.word_embeddings(inputs["input_ids"])
     mask = inputs["attention_mask"]
     clean = loss_fn(model(inputs_embeds=e, attention_mask=mask), labels)
     (g,) = torch.autograd.grad(clean, e, retain_graph=True)
-    r = eps * g / g.norm()
+    r = eps * unit(g, norm)
     adv = loss_fn(model(inputs_embeds=e + r.detach(), attention_mask=mask), labels)
     (clean + weight * adv).backward()
     return clean, adv
@@ -80,14 +87,14 @@ def test_fgm_satisfies_protocol():
     assert isinstance(FGM(), Adversary) and isinstance(PGD(), Adversary)
 
 
-@pytest.mark.parametrize("opt", ["sgd", "adamw"])
-def test_fgm_step_matches_independent_gradient_and_leaves_no_perturbation(model, opt):
+@pytest.mark.parametrize("opt,norm", [("sgd", "example"), ("adamw", "example"), ("sgd", "batch")])
+def test_fgm_step_matches_independent_gradient_and_leaves_no_perturbation(model, opt, norm):
     inputs, labels = make_batch(unique=False)
     ref = copy.deepcopy(model)
     make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1), "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2)}[
         opt
     ]
-    adversary = FGM(epsilon=EPS, adv_weight=0.5)
+    adversary = FGM(epsilon=EPS, adv_weight=0.5, norm=norm)
 
     optimizer = make(model.parameters())
     total, _, adv = adversarial_step(model, adversary, inputs, labels)
@@ -96,7 +103,7 @@ def test_fgm_step_matches_independent_gradient_and_leaves_no_perturbation(model,
     optimizer.step()
 
     ref_optimizer = make(ref.parameters())
-    manual_fgm_grads(ref, inputs, labels, EPS, 0.5)
+    manual_fgm_grads(ref, inputs, labels, EPS, 0.5, norm)
     ref_optimizer.step()
 
     # Same gradients summed in a different order: equal up to float64 rounding. A perturbation left in
@@ -112,10 +119,11 @@ def test_fgm_equals_classic_weight_perturbation(model):
     inputs, labels = make_batch(unique=True)
     classic = copy.deepcopy(model)
 
-    total, _, _ = adversarial_step(model, FGM(epsilon=EPS), inputs, labels)
+    total, _, _ = adversarial_step(model, FGM(epsilon=EPS, norm="batch"), inputs, labels)
     total.backward()
 
     # Classic recipe: backward, perturb the weight rows by eps * g_w / ||g_w||, backward again, restore.
+    # One norm over all rows: the batch-wide form (norm="batch").
     loss_fn(classic(**inputs), labels).backward()
     weight = classic.bert.embeddings.word_embeddings.weight
     backup = weight.detach().clone()
@@ -162,7 +170,7 @@ def test_pgd_one_step_equals_fgm_and_stays_in_ball(model):
     model.zero_grad()
     seen, calls = [], []
     handle = record_layernorm_input(model, seen)
-    pgd = PGD(epsilon=EPS, alpha=0.5, steps=3)
+    pgd = PGD(epsilon=EPS, alpha=0.5, steps=3, norm="batch")
     try:
         with pgd.watch(model):
             clean = loss_fn(model(**inputs), labels)
@@ -220,7 +228,7 @@ def test_word_plus_position_perturbs_embeddings_output(model):
     finally:
         handle.remove()
     assert adv is not None and len(seen) == 2
-    assert torch.allclose(seen[1] - seen[0], EPS * g / g.norm(), atol=1e-10)
+    assert torch.allclose(seen[1] - seen[0], EPS * unit(g, "example"), atol=1e-10)
     assert not model.bert.embeddings._forward_hooks
 
 
@@ -265,3 +273,39 @@ def test_hooks_removed_on_exceptions(model):
     assert not word._forward_hooks
     with pytest.raises(RuntimeError, match="watch"):  # state is not reused after a failed call
         adversary.perturbed_loss(model, failing, clean)
+
+
+def _perturbations(model, adversary, inputs, labels):
+    """The perturbation r added to the word-embedding output, per example ``[B, T, H]``."""
+    seen = []
+    handle = record_layernorm_input(model, seen)
+    try:
+        adversarial_step(model, adversary, inputs, labels)
+    finally:
+        handle.remove()
+    return seen[-1] - seen[0]
+
+
+@pytest.mark.parametrize("make", [lambda: FGM(epsilon=EPS), lambda: PGD(epsilon=EPS, alpha=0.5, steps=3)])
+def test_per_example_perturbation_has_size_epsilon_whatever_the_batch(model, make):
+    """Miyato et al. normalise each example: its perturbation is epsilon long, and the same whether the
+    example is alone or in a batch (no dropout, so the example's gradient does not depend on the others)."""
+    inputs, labels = make_batch(unique=False)
+    model.eval()  # no dropout: the gradient of each example is its own
+    r = _perturbations(model, make(), inputs, labels)
+    norms = [float(r[i, : int(inputs["attention_mask"][i].sum())].norm()) for i in range(2)]
+    assert norms == pytest.approx([EPS, EPS], rel=1e-6)
+    alone = {k: v[:1] for k, v in inputs.items()}
+    r0 = _perturbations(model, make(), alone, labels[:1])
+    # Mean cross-entropy over 2 examples halves each gradient; after normalisation that disappears.
+    assert torch.allclose(r0[0], r[0], atol=1e-8)
+    # The batch-wide norm spreads epsilon over the batch: each example gets less.
+    rb = _perturbations(model, FGM(epsilon=EPS, norm="batch"), inputs, labels)
+    assert float(rb.norm()) == pytest.approx(EPS, rel=1e-6) and float(rb[0].norm()) < EPS
+
+
+def test_unknown_norm_is_a_config_error():
+    from experiments.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="norm"):
+        FGM(norm="token")

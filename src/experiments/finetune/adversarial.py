@@ -23,7 +23,8 @@ References:
     * FGM: Miyato, Dai, Goodfellow, "Adversarial Training Methods for Semi-Supervised Text
       Classification", ICLR 2017, arXiv:1605.07725.
     * PGD: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018,
-      arXiv:1706.06083; applied to BERT embeddings in FreeLB, Zhu et al., ICLR 2020, arXiv:1909.11764.
+      arXiv:1706.06083 (PGD-K on the embedding output; FreeLB, Zhu et al. 2020, arXiv:1909.11764, is a
+      different method that averages the gradients of all K steps and is not what is implemented here).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 
 from experiments.errors import ConfigError
 
-__all__ = ["Adversary", "FGM", "PGD", "EMBEDDINGS_MODES", "find_embedding_module"]
+__all__ = ["Adversary", "FGM", "PGD", "EMBEDDINGS_MODES", "NORMS", "find_embedding_module"]
 
 EMBEDDINGS_MODES = ("word", "word+position")
 
@@ -133,10 +134,24 @@ def _forward_with(module: nn.Module, r: Tensor, loss_fn: LossFn) -> tuple[Tensor
     return loss, seen[-1]
 
 
-def _direction(loss: Tensor, embedded: Tensor | None, retain_graph: bool) -> Tensor | None:
-    """g / ||g||_2 for g = d loss / d embedded (norm over the whole batch, at least float32).
+NORMS = ("example", "batch")
 
-    None when the loss does not depend on ``embedded`` or the norm is zero or not finite.
+
+def _l2(r: Tensor, norm: str) -> Tensor:
+    """L2 norm of ``r`` per example (``[B, 1, ..., 1]``, over all dims but the first) or over the batch."""
+    if norm == "batch":
+        return torch.linalg.vector_norm(r)
+    return torch.linalg.vector_norm(r.flatten(1), dim=1).reshape(-1, *([1] * (r.dim() - 1)))
+
+
+def _direction(loss: Tensor, embedded: Tensor | None, retain_graph: bool, norm: str = "example") -> Tensor | None:
+    """g / ||g||_2 for g = d loss / d embedded, at least float32.
+
+    ``norm="example"``: each example's gradient ``[T, H]`` has unit norm (Miyato et al. 2017), so the
+    perturbation size does not depend on the batch size; an example whose gradient is zero gets none.
+    ``norm="batch"``: one norm over the whole batch.
+
+    None when the loss does not depend on ``embedded`` or no norm is positive and finite.
     """
     if embedded is None or not loss.requires_grad:
         return None
@@ -144,16 +159,24 @@ def _direction(loss: Tensor, embedded: Tensor | None, retain_graph: bool) -> Ten
     if g is None:
         return None
     g = g.to(torch.promote_types(g.dtype, torch.float32))
-    norm = torch.linalg.vector_norm(g)
-    if not bool(torch.isfinite(norm)) or norm.item() == 0.0:
+    if norm == "batch" or g.dim() < 2:
+        n = torch.linalg.vector_norm(g)
+        if not bool(torch.isfinite(n)) or n.item() == 0.0:
+            return None
+        return g / n
+    n = _l2(g, norm)
+    if not bool(torch.isfinite(n).all()) or not bool((n > 0).any()):
         return None
-    return g / norm
+    return torch.where(n > 0, g / n.clamp(min=torch.finfo(g.dtype).tiny), torch.zeros_like(g))
 
 
 class _EmbeddingAdversary:
     """Shared machinery: validation, the recording hook, the final perturbed forward, skip counting."""
 
-    def __init__(self, epsilon: float, adv_weight: float, embeddings: str):
+    def __init__(self, epsilon: float, adv_weight: float, embeddings: str, norm: str = "example"):
+        if norm not in NORMS:
+            raise ConfigError(f"adversarial training: norm must be one of {NORMS}, got {norm!r}")
+        self.norm = norm
         if not epsilon > 0:
             raise ConfigError(f"adversarial training: epsilon must be > 0, got {epsilon}")
         if not adv_weight >= 0:
@@ -204,20 +227,28 @@ class _EmbeddingAdversary:
 
 
 class FGM(_EmbeddingAdversary):
-    """Fast gradient method (Miyato et al. 2017): r = epsilon * g / ||g||_2, one extra forward."""
+    """Fast gradient method (Miyato et al. 2017): r = epsilon * g / ||g||_2, one extra forward.
 
-    def __init__(self, epsilon: float = 1.0, adv_weight: float = 1.0, embeddings: str = "word"):
-        super().__init__(epsilon, adv_weight, embeddings)
+    ``norm="example"`` (default, as in the paper): the norm is each example's, so every example's
+    perturbation has L2 size ``epsilon`` whatever the batch size; ``norm="batch"``: one norm over the batch
+    (the whole batch's perturbation has size ``epsilon``, so each example's shrinks as the batch grows).
+    """
+
+    def __init__(self, epsilon: float = 1.0, adv_weight: float = 1.0, embeddings: str = "word",
+                 norm: str = "example"):
+        super().__init__(epsilon, adv_weight, embeddings, norm)
 
     def _perturbation(self, module, loss_fn, clean_loss, embedded):
-        u = _direction(clean_loss, embedded, retain_graph=True)
+        u = _direction(clean_loss, embedded, retain_graph=True, norm=self.norm)
         return None if u is None else self.epsilon * u
 
 
 class PGD(_EmbeddingAdversary):
-    """Projected gradient descent (Madry et al. 2018): ``steps`` normalized ascent steps of size
-    ``alpha``, each projected onto the L2 ball of radius ``epsilon``; ``steps + 1`` forwards in all.
-    With ``steps=1`` and ``alpha=epsilon`` it equals :class:`FGM`."""
+    """Projected gradient descent, PGD-K (Madry et al. 2018): ``steps`` (K) normalized ascent steps of size
+    ``alpha``, each projected onto the L2 ball of radius ``epsilon`` (per example with ``norm="example"``,
+    the default, or over the batch); ``steps + 1`` forwards in all, and only the final perturbation's loss
+    is added (not FreeLB's average over the steps). With ``steps=1`` and ``alpha=epsilon`` it equals
+    :class:`FGM`."""
 
     def __init__(
         self,
@@ -226,8 +257,9 @@ class PGD(_EmbeddingAdversary):
         steps: int = 3,
         adv_weight: float = 1.0,
         embeddings: str = "word",
+        norm: str = "example",
     ):
-        super().__init__(epsilon, adv_weight, embeddings)
+        super().__init__(epsilon, adv_weight, embeddings, norm)
         if not alpha > 0:
             raise ConfigError(f"adversarial training: alpha must be > 0, got {alpha}")
         if int(steps) != steps or steps < 1:
@@ -241,9 +273,10 @@ class PGD(_EmbeddingAdversary):
         for k in range(self.steps):
             if r is not None:
                 loss, embedded = _forward_with(module, r, loss_fn)
-            u = _direction(loss, embedded, retain_graph=k == 0)  # the clean graph is the caller's
+            u = _direction(loss, embedded, retain_graph=k == 0, norm=self.norm)  # the clean graph is the caller's
             if u is None:
                 return None
             r = self.alpha * u if r is None else r + self.alpha * u
-            r = r * torch.clamp(self.epsilon / torch.linalg.vector_norm(r), max=1.0)
+            size = _l2(r, self.norm) if r.dim() >= 2 else torch.linalg.vector_norm(r)
+            r = r * torch.clamp(self.epsilon / size.clamp(min=torch.finfo(r.dtype).tiny), max=1.0)
         return r
