@@ -78,10 +78,23 @@ def parse_report(text: str) -> tuple[list[str], list[list[Any]]]:
     return ["label", *header], rows
 
 
+def protocol_table(protocols: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of NER's per-type scores under each protocol (``tasks.ner.metrics.entity_scores``)."""
+    columns = ["protocol", "label", "precision", "recall", "f1-score", "support", "predicted"]
+    rows: list[list[Any]] = []
+    for name, scores in protocols.items():
+        for typ, r in scores["per_type"].items():
+            rows.append([name, typ, r["precision"], r["recall"], r["f1"], r["support"], r["predicted"]])
+        rows.append([name, "micro avg", scores["precision"], scores["recall"], scores["f1"], scores["support"],
+                     scores["predicted"]])
+    return columns, rows
+
+
 def per_type_figure(metrics: Mapping[str, float], title: str = "Test F1 per entity type"):
     """Horizontal bar chart of the ``f1_<TYPE>`` entries of ``metrics`` (None when there are none)."""
     averages = ("f1_macro", "f1_micro", "f1_weighted")
-    scores = {k[3:]: float(v) for k, v in metrics.items() if k.startswith("f1_") and k not in averages}
+    scores = {k[3:]: float(v) for k, v in metrics.items()
+              if k.startswith("f1_") and k not in averages and not k.startswith("f1_strict")}
     if not scores:
         return None
     import matplotlib
@@ -163,7 +176,10 @@ class Tracking(Callback):
         result = getattr(pl_module, "results", {}).get("test")
         if not loggers or not result:
             return
-        columns, rows = parse_report(result.get("report") or "")
+        if "protocols" in result:  # NER: the structured per-type rows of both protocols
+            columns, rows = protocol_table(result["protocols"])
+        else:
+            columns, rows = parse_report(result.get("report") or "")
         figure = None
         if "confusion_matrix_png" not in result:  # classification modules log their confusion matrix
             figure = per_type_figure(result.get("metrics") or {})
@@ -182,10 +198,19 @@ def _artifact_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model"
 
 
-def finish(trainer: L.Trainer, cfg: Any, metrics: Mapping[str, Any] | None = None) -> None:
-    """End of a run: log the exported model as a W&B artifact if asked, then close the W&B runs."""
+def finish(trainer: L.Trainer, cfg: Any, metrics: Mapping[str, Any] | None = None, failed: bool = False) -> None:
+    """End of a run: log the exported model as a W&B artifact if asked, then close the W&B runs.
+
+    Called in a ``finally`` by the entry point, so a run that raised (diverged, refused input) still closes
+    its W&B run, marked failed (exit code 1), and the next job of a multirun gets a new one.
+    """
     loggers = [lg for lg in wandb_loggers(trainer.loggers) if getattr(lg, "_experiment", None) is not None]
     if not loggers or not trainer.is_global_zero:
+        return
+    if failed:
+        for lg in loggers:
+            lg.experiment.finish(exit_code=1)
+            lg._experiment = None
         return
     tracking = next((cb for cb in trainer.callbacks if isinstance(cb, Tracking)), None)
     out = Path(cfg.paths.output_dir)

@@ -1,9 +1,12 @@
 """Token classification (NER): one module for every encoder, dataset and strategy.
 
-Why word-level evaluation: the model predicts sub-tokens, but entity-level F1 (seqeval, strict IOB2,
-as in the CoNLL-2003 shared task, Tjong Kim Sang & De Meulder 2003) is defined on words. Each word is
-predicted from its first sub-token in the window that owns it (see ``tasks.ner.encoding``); words the
-tokenizer dropped are predicted ``O`` so that no gold entity silently leaves the scores.
+Why word-level evaluation: the model predicts sub-tokens, but entity-level F1 (conlleval, as in the
+CoNLL-2003 shared task, Tjong Kim Sang & De Meulder 2003) is defined on words. Each word is scored from
+its first sub-token in the window that owns it (see ``tasks.ner.encoding``), and the word-level
+log-probabilities are decoded into tags by ``tasks.ner.decoding`` (Viterbi under IOB2's transitions by
+default, or argmax). Words the tokenizer dropped are tagged ``O``, so no gold entity silently leaves the
+scores. Only sentences whose every window was evaluated are scored (``trainer.limit_val_batches`` and
+``limit_test_batches`` evaluate a prefix), so a partial evaluation never counts unseen sentences as misses.
 """
 
 from __future__ import annotations
@@ -15,38 +18,62 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from experiments.modules.base import EncoderModule, model_inputs
+from experiments.tasks.ner.decoding import DECODERS, decode_words
 from experiments.tasks.ner.metrics import entity_scores
 
 
 class TokenClassificationModule(EncoderModule):
-    """Fine-tunes ``AutoModelForTokenClassification``; logs ``{stage}/f1|precision|recall`` per epoch.
+    """Fine-tunes ``AutoModelForTokenClassification``; logs ``{stage}/f1|precision|recall`` (conlleval-
+    compatible) and ``{stage}/f1_strict|...`` (strict IOB2) per epoch.
 
-    Gold tags come from ``trainer.datamodule.gold_tags(stage)`` (list of word-level IOB2 tag lists,
-    index = ``example_id``). After ``test`` the word-level predictions and the seqeval report are in
-    ``self.results["test"]``.
+    Args:
+        *args, **kwargs: see :class:`EncoderModule`.
+        decode: ``viterbi`` (valid IOB2 sequences, the default) or ``argmax`` (each word's best tag).
+
+    Evaluation reads from ``trainer.datamodule``: ``gold_tags(split)`` (word-level IOB2 tags per sentence,
+    index = ``example_id``), ``windows_per_example(split)`` and ``unseen_types(split)``. After ``test``
+    the predictions, the gold and the scores are in ``self.results["test"]``.
+
+    Raises:
+        ConfigError: an unknown ``decode``.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, decode: str = "viterbi", **kwargs):
         super().__init__(*args, **kwargs)
-        self._records: list[Tensor] = []
+        if decode not in DECODERS:
+            from experiments.errors import ConfigError
+
+            raise ConfigError(f"module.decode must be one of {', '.join(DECODERS)}, got {decode!r}")
+        self.decode_method = decode
+        self.hparams.update({"decode": decode})
+        self._records: list[dict[str, Tensor]] = []
         self.results: dict[str, dict[str, Any]] = {}
 
     def compute_loss(self, outputs: Any, batch: dict[str, Any]) -> Tensor:
         logits = outputs.logits
         return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
 
-    def word_predictions(self, batch: dict[str, Any]) -> tuple[Tensor, Any]:
-        """Forward pass; returns ``[n, 3]`` rows (example_id, word index, label id) and the outputs."""
+    def word_predictions(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Any]:
+        """Forward pass; returns the word-level rows of the batch and the model outputs.
+
+        Rows: ``index`` ``[n, 2]`` (example_id, word index), ``scores`` ``[n, L]`` (log-probabilities,
+        float32) for the n words owned by the batch's windows, and ``windows`` ``[B]`` (the example_id
+        of each window, to tell which sentences were fully evaluated).
+        """
         outputs = self.model(**model_inputs(batch))
-        pred = outputs.logits.argmax(-1)  # [B, T]
+        logp = outputs.logits.float().log_softmax(-1)  # [B, T, L]
         mask = batch["word_index"] >= 0
         example = batch["example_id"][:, None].expand_as(mask)
-        rows = torch.stack([example[mask], batch["word_index"][mask], pred[mask]], dim=1)
+        rows = {
+            "index": torch.stack([example[mask], batch["word_index"][mask]], dim=1).cpu(),
+            "scores": logp[mask].cpu(),
+            "windows": batch["example_id"].cpu(),
+        }
         return rows, outputs
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
         rows, outputs = self.word_predictions(batch)
-        self._records.append(rows.cpu())
+        self._records.append(rows)
         if "labels" in batch:
             # Weighted by labelled tokens: the epoch value is the mean loss over all labelled tokens of
             # the split, whatever the batching and the number of DDP ranks (each holds a disjoint share).
@@ -61,7 +88,7 @@ class TokenClassificationModule(EncoderModule):
         self._eval_step(batch, "test")
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
-        return self.word_predictions(batch)[0].cpu()
+        return self.word_predictions(batch)[0]
 
     def on_validation_epoch_start(self):
         self._records = []
@@ -74,42 +101,70 @@ class TokenClassificationModule(EncoderModule):
     def on_test_epoch_end(self):
         self._epoch_end("test")
 
-    def decode(self, rows: list[Tensor], n_words: list[int]) -> list[list[str]]:
-        """Word-level tag lists from prediction rows; words with no prediction get ``O``."""
-        tags = [["O"] * n for n in n_words]
-        if rows:
-            for ex, w, p in torch.cat(rows).tolist():
-                tags[ex][w] = self.labels[p]
-        return tags
+    def decode(self, rows: list[dict[str, Tensor]], n_words: list[int],
+               examples: list[int] | None = None) -> list[list[str]]:
+        """Word-level tags of ``examples`` (default: all) from prediction rows, with ``self.decode_method``.
 
-    def prediction_records(self, datamodule: Any, split: str, rows: list[Tensor] | None = None) -> list[dict]:
-        """One JSON-able dict per sentence: ``words``, predicted ``tags`` and, for test, ``gold`` tags.
+        Args:
+            rows: ``word_predictions`` rows.
+            n_words: words per example (index = example_id).
+            examples: which examples to decode, in output order.
+        """
+        examples = list(range(len(n_words))) if examples is None else examples
+        offsets = torch.zeros(len(n_words) + 1, dtype=torch.long)
+        offsets[1:] = torch.cumsum(torch.as_tensor(n_words, dtype=torch.long), 0)
+        flat = torch.full((int(offsets[-1]), len(self.labels)), float("nan"))
+        for r in rows:
+            if len(r["index"]):
+                flat[offsets[r["index"][:, 0]] + r["index"][:, 1]] = r["scores"].float()
+        scores = [flat[offsets[i]:offsets[i + 1]] for i in examples]
+        return decode_words(scores, self.labels, self.decode_method)
+
+    @staticmethod
+    def evaluated_examples(rows: list[dict[str, Tensor]], windows_per_example: list[int]) -> list[int]:
+        """Ids of the examples all of whose windows are in ``rows``, ascending."""
+        seen = torch.zeros(len(windows_per_example), dtype=torch.long)
+        for r in rows:
+            seen.index_add_(0, r["windows"], torch.ones_like(r["windows"]))
+        total = torch.as_tensor(windows_per_example, dtype=torch.long)
+        return torch.nonzero(seen >= total).flatten().tolist()
+
+    def prediction_records(self, datamodule: Any, split: str, rows: list[dict] | None = None) -> list[dict]:
+        """One JSON-able dict per sentence: ``id`` (its index in the file), ``words``, predicted ``tags``
+        and, for test, ``gold`` tags (only the sentences that were scored).
 
         ``rows`` are ``predict_step`` outputs (predict split); the test split uses the last test epoch.
         """
         words = datamodule.words(split)
         if split == "predict":
             tags = self.decode(rows or [], [len(w) for w in words])
-            return [{"words": w, "tags": t} for w, t in zip(words, tags, strict=True)]
+            return [{"id": i, "words": w, "tags": t} for i, (w, t) in enumerate(zip(words, tags, strict=True))]
         res = self.results["test"]
-        return [{"words": w, "gold": g, "tags": t} for w, g, t in zip(words, res["gold"], res["predictions"], strict=True)]
+        return [{"id": i, "words": words[i], "gold": g, "tags": t}
+                for i, g, t in zip(res["examples"], res["gold"], res["predictions"], strict=True)]
 
-    def _gather(self, rows: list[Tensor]) -> list[Tensor]:
-        """All ranks' rows (DDP); each word appears once per example so duplicates are harmless."""
+    def _gather(self, rows: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """All ranks' rows (DDP); each window is evaluated by exactly one rank."""
         if self.trainer.world_size == 1:
             return rows
         import torch.distributed as dist
 
+        mine = {k: torch.cat([r[k] for r in rows]) for k in ("index", "scores", "windows")} if rows else None
         gathered: list[Any] = [None] * self.trainer.world_size
-        dist.all_gather_object(gathered, torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.long))
-        return [g for g in gathered if g.numel()]
+        dist.all_gather_object(gathered, mine)
+        return [g for g in gathered if g is not None]
 
     def _epoch_end(self, stage: str) -> None:
         split = {"val": "validation", "test": "test"}[stage]
-        gold = self.trainer.datamodule.gold_tags(split)
-        pred = self.decode(self._gather(self._records), [len(g) for g in gold])
+        dm = self.trainer.datamodule
+        rows = self._gather(self._records)
         self._records = []
-        scores = entity_scores(gold, pred)
+        all_gold = dm.gold_tags(split)
+        examples = self.evaluated_examples(rows, dm.windows_per_example(split))
+        gold = [all_gold[i] for i in examples]
+        pred = self.decode(rows, [len(g) for g in all_gold], examples)
+        scores = entity_scores(gold, pred, unseen_types=dm.unseen_types(split))
         for key, value in scores["metrics"].items():
             self.log(f"{stage}/{key}", value, prog_bar=key == "f1")
-        self.results[stage] = {"predictions": pred, "gold": gold, **scores}
+        self.results[stage] = {"predictions": pred, "gold": gold, "examples": examples,
+                               "sentences": len(all_gold), **scores}

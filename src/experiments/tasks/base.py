@@ -22,6 +22,13 @@ from torch.utils.data import DataLoader
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SPLITS = ("train", "validation", "test", "predict")
+# The splits each Lightning stage reads (``LightningDataModule.setup(stage)``); None: all of them.
+STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
+    "fit": ("train", "validation", "test"),  # test too: a bad test file fails before training
+    "validate": ("validation",),
+    "test": ("test",),
+    "predict": ("predict",),
+}
 
 
 def pad_extras(collator: Callable[[list[dict]], dict], features: list[dict]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError, DataError
-from experiments.tasks.base import FeaturesDataModule
+from experiments.tasks.base import STAGE_SPLITS, FeaturesDataModule
 from experiments.tasks.io import read_input_bytes
 from experiments.tasks.ner.conll import SCHEMES, Sentence, check_labels, label_list, read_conll
 from experiments.tasks.ner.encoding import b_to_i_map, encode_sentence
@@ -128,12 +128,24 @@ class NERDataModule(FeaturesDataModule):
 
     @property
     def labels(self) -> list[str]:
-        """Label names, index = class id: the training file's IOB2 tags, ``O`` first."""
+        """Label names, index = class id: the training file's IOB2 tags, ``O`` first (or the list given)."""
         if self._labels is None:
             if not self.files["train"]:
                 raise ConfigError("no labels: set data.train_file (or predict from a checkpoint)")
             self._labels = complete_iob2(label_list(self._read("train")))
         return self._labels
+
+    def use_labels(self, labels: list[str]) -> None:
+        """Use ``labels`` (the same set in another order, e.g. a fine-tuned model's ``id2label``).
+
+        Raises:
+            ConfigError: ``labels`` is not the same set as :attr:`labels`, or features were already built.
+        """
+        if set(labels) != set(self.labels) or len(labels) != len(self.labels):
+            raise ConfigError(f"label order {labels} is not a permutation of the data's labels {self.labels}")
+        if self.features:
+            raise ConfigError("use_labels() must be called before setup()")
+        self._labels = list(labels)
 
     def _read(self, split: str) -> list[Sentence]:
         if split not in self.sentences:
@@ -145,25 +157,42 @@ class NERDataModule(FeaturesDataModule):
         return self.sentences[split]
 
     def gold_tags(self, split: str) -> list[list[str]]:
-        """Word-level IOB2 gold tags of ``split``, index = ``example_id``."""
+        """Word-level IOB2 gold tags of ``split`` as in the file, index = ``example_id`` (tags unseen in
+        training are kept: with ``unknown_labels=O`` they count as misses, see :meth:`unseen_types`)."""
         return [s.tags for s in self._read(split)]
+
+    def unseen_types(self, split: str) -> list[str]:
+        """Entity types of ``split``'s gold tags that are not in :attr:`labels`."""
+        known = set(self.labels)
+        return sorted({t[2:] for s in self._read(split) for t in s.tags if t not in known and t[:2] in ("B-", "I-")})
 
     def words(self, split: str) -> list[list[str]]:
         return [s.words for s in self._read(split)]
 
+    def windows_per_example(self, split: str) -> list[int]:
+        """Number of encoded windows of each sentence of ``split`` (index = ``example_id``)."""
+        counts = [0] * len(self._read(split))
+        for f in self.features[split]:
+            counts[f["example_id"]] += 1
+        return counts
+
     def setup(self, stage: str | None = None) -> None:
+        """Read and encode the splits that ``stage`` uses (fit: train and validation; validate; test;
+        predict; None: every configured split), so that test and predict runs read no training file."""
         label2id = {tag: i for i, tag in enumerate(self.labels)}
         b_to_i = b_to_i_map(label2id)
-        for split, path in self.files.items():
+        for split in STAGE_SPLITS.get(stage, tuple(self.files)):
+            path = self.files[split]
             if not path or split in self.features:
                 continue
             sentences = self._read(split)
             with_labels = split != "predict"
             if with_labels:
+                # Unseen tags become O in the training targets only; the gold (gold_tags) keeps them.
                 sentences, replaced = check_labels(sentences, label2id, path, unknown=self.unknown_labels)
                 if replaced:
-                    log.warning("%s: %d tags unseen in training were mapped to O", path, replaced)
-                self.sentences[split] = sentences
+                    log.warning("%s: %d tags unseen in training were mapped to O in the targets; they stay in "
+                                "the gold and count as misses", path, replaced)
             feats = []
             for i, s in enumerate(sentences):
                 ids = [label2id[t] for t in s.tags] if with_labels else None
