@@ -78,7 +78,8 @@ def _state(path: Path) -> dict:
 
 def _comparable(metrics: dict) -> dict:
     out = {k: v for k, v in metrics.items() if k != "train/fit_time_s"}
-    out["test/checkpoint"] = Path(out["test/checkpoint"]).name
+    for key in ("test/checkpoint", "train/best_checkpoint"):
+        out[key] = Path(out[key]).name
     return out
 
 

@@ -84,12 +84,29 @@ def _gather_ranks(trainer: Any, rows: list | None) -> list:
     return [r for part in gathered for r in part]
 
 
+def _train_labels(cfg: DictConfig, datamodule: Any) -> list[str]:
+    """The data's labels in the order of the model's trained head, when training starts from a model
+    that is already fine-tuned (``experiments.models.build.reconcile_labels``)."""
+    labels = datamodule.labels
+    if cfg.mode != "train" or cfg.model.get("head") not in ("token_classification", "sequence_classification"):
+        return labels
+    from experiments.models.build import pretrained_labels, reconcile_labels
+
+    name = cfg.model.name_or_path
+    own = pretrained_labels(name, trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision)
+    ordered = reconcile_labels(own, labels, new_head=bool(cfg.model.get("new_head")), model=str(name))
+    if ordered != labels:
+        log.info("labels reordered to the id2label of %s", name)
+        datamodule.use_labels(ordered)
+    return ordered
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train/test/predict as ``cfg.mode`` says; returns the metrics written to ``metrics.json``."""
     import lightning as L
     from hydra.utils import instantiate
 
-    from experiments import reporting, tracking
+    from experiments import tracking
     from experiments.models.build import load_tokenizer
 
     single_log_stream()
@@ -99,6 +116,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path") == "last":
         cfg.ckpt_path = _last_checkpoint(out)
     if is_rank_zero(os.environ):  # every DDP process runs this; the trainer does not exist yet
+        from experiments import reporting
+
         reporting.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
     L.seed_everything(cfg.seed, workers=True)
 
@@ -106,7 +125,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision
     )
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, labels=_stored_labels(cfg))
-    labels = datamodule.labels
+    labels = _train_labels(cfg, datamodule)
     adapter = instantiate(cfg.finetune.adapter) if cfg.finetune.get("adapter") else None
     model = instantiate(cfg.model)(labels=labels, adapter=adapter)
     adversary = instantiate(cfg.finetune.adversary) if cfg.finetune.get("adversary") else None
@@ -117,11 +136,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         scheduler=instantiate(cfg.scheduler),
         adversary=adversary,
     )
+    module.finetune = {"name": str(cfg.finetune.get("name")), **module.finetune}
     trainable, total = module.trainable_parameters()
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    metrics: dict[str, Any] = {}
+    failed = True
+    try:
+        metrics = _fit_test_write(cfg, trainer, module, datamodule, tokenizer, out)
+        failed = False
+    finally:
+        # W&B: the exported model as an artifact (if asked); the run is closed even when this one failed.
+        tracking.finish(trainer, cfg, metrics, failed=failed)
+    return metrics
+
+
+def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any, tokenizer: Any,
+                    out: Path) -> dict[str, Any]:
+    """Run ``cfg.mode`` on an assembled trainer, module and datamodule; write the run's files."""
+    from experiments import reporting
 
     if cfg.mode == "predict":
         rows = _gather_ranks(trainer, trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path))
@@ -134,19 +169,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             log.info("written: %s", write_outputs(datamodule, "predict", out, rows))
         return {}
 
+    trainable, total = module.trainable_parameters()
     metrics: dict[str, Any] = {"train/trainable_params": trainable, "train/total_params": total}
+    best = ""
     if cfg.mode == "train":
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics["train/fit_time_s"] = round(time.perf_counter() - start, 2)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        callback = trainer.checkpoint_callback
+        best = callback.best_model_path if callback else ""
+        if best:
+            metrics["train/best_checkpoint"] = best
+            metrics["train/best_score"] = float(callback.best_model_score)
+            metrics["train/monitor"] = str(callback.monitor)
         test_ckpt = best or None
     elif cfg.mode == "test":
         test_ckpt = cfg.ckpt_path
     else:
         raise ExperimentsError(f"mode={cfg.mode!r}: expected one of train, test, predict")
 
-    if datamodule.files.get("test"):
+    tested = bool(datamodule.files.get("test"))
+    if tested:
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt)
         if trainer.is_global_zero:
             result = module.results["test"]
@@ -159,30 +202,51 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         reporting.write_json(out / "metrics.json", metrics)
         if cfg.mode == "train" and cfg.export:
-            # trainer.test loaded the best checkpoint into the module, so the best weights are exported.
+            if best and not tested:
+                # No test run loaded the best checkpoint: load it here, so the export is the best weights.
+                module.load_weights(best)
             written = reporting.export_model(module.model, tokenizer, out / "model")
-            log.info("model exported to %s", written)
+            log.info("model exported to %s (weights of %s)", written, best or "the last step")
         if key := next((k for k in ("test/f1", "test/accuracy", "test/auc") if k in metrics), None):
             print(f"{key} = {metrics[key]:.4f}   (outputs in {out})")
-    tracking.finish(trainer, cfg, metrics)  # W&B: exported model as an artifact (if asked), close the run
     return metrics
+
+
+# Set when Hydra hands over to the task function: an error before that is Hydra's own composition or
+# command-line error (a user error, exit code 2); after it, a bug in a run keeps Hydra's report (exit 1).
+_TASK_STARTED = False
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra entry point; user errors become one line on stderr and exit code 2 (3: training diverged,
-    ``experiments.callbacks.NonFiniteLossError``). Returns the value of
-    ``optimized_metric`` when set (Hydra's Optuna sweeper, ``hparams_search=...``)."""
+    ``experiments.callbacks.NonFiniteLossError``). Returns the value of ``optimized_metric`` when set
+    (Hydra's Optuna sweeper, ``hparams_search=...``).
+
+    Under multirun (``-m``) a failing job does not end the sweep: its error is logged and written to
+    ``job_status.json`` in its run dir, it returns NaN (Optuna records a FAIL trial), and the sweep goes
+    on; ``experiments.multirun.SweepSummary`` lists the failures at the end.
+    """
+    global _TASK_STARTED
+    _TASK_STARTED = True
+    from experiments.multirun import in_multirun, record_job
+
     try:
         from experiments.tracking import objective
 
-        return objective(cfg, run(cfg))
+        value = objective(cfg, run(cfg))
     except Exception as err:
         user_error = _user_error(err)
+        if in_multirun():
+            record_job(cfg, err, user_error)
+            return float("nan")
         if user_error is None:
             raise
         print(f"error: {user_error}", file=sys.stderr)
         sys.exit(user_error.exit_code)
+    if in_multirun():
+        record_job(cfg, None, None, value)
+    return value
 
 
 def _user_error(err: BaseException) -> ExperimentsError | None:
@@ -203,7 +267,56 @@ def main() -> None:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    _report_hydra_errors_as_user_errors()
     hydra_main()
+
+
+def _report_hydra_errors_as_user_errors() -> None:
+    """Make Hydra's own errors (unknown key, bad override, missing config option) one line and exit 2,
+    like every other user error; errors raised inside a run keep Hydra's report.
+
+    Hydra reports every exception through ``hydra._internal.utils.run_and_report`` (exit 1); this wraps it.
+    ``HYDRA_FULL_ERROR=1`` keeps Hydra's full traceback.
+    """
+    try:
+        from hydra._internal import utils as hydra_utils
+    except ImportError:  # pragma: no cover - a Hydra without this module keeps its own behaviour
+        return
+    original = getattr(hydra_utils, "run_and_report", None)
+    if original is None or getattr(original, "_experiments", False):
+        return
+
+    def run_and_report(func: Any) -> Any:
+        try:
+            return func()
+        except Exception as err:
+            if _TASK_STARTED or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                def again(error: Exception = err) -> Any:
+                    raise error
+
+                return original(again)
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+            sys.exit(2)
+
+    run_and_report._experiments = True  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception and its cause as one line (Hydra's messages span several)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    # Hydra lists a group's options one per line after "Available options in '<group>':".
+    head = next((i for i, line in enumerate(lines) if line.startswith("Available options in")), None)
+    if head is not None:
+        end = next((i for i in range(head + 1, len(lines)) if lines[i].endswith(":")), len(lines))
+        lines = [*lines[:head], lines[head] + " " + ", ".join(lines[head + 1:end])]
+    parts = [" ".join(lines)]
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():
+        first = str(cause).strip().splitlines()[0].strip()
+        if first not in parts[0]:
+            parts.append(f"({first})")
+    return " ".join(p for p in parts if p) or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ with a message instead of spending hours on NaNs, and must not overwrite good we
   Lightning's own ``_atomic_save`` writes the temporary file in the system temp dir and moves it, which
   is a non-atomic copy whenever that dir is on another file system (tmpfs ``/tmp``), and never fsyncs.
 * :class:`LastCheckpoint` (``callbacks.last_checkpoint``): ``last.ckpt`` = the newest training state.
+* :class:`ValidateBeforeEnd` (``callbacks.validate_before_end``): a run that would end before its first
+  validation (``trainer.max_steps`` shorter than an epoch, ``val_check_interval`` past the end) validates
+  once after its last step, so it still has scores, a best checkpoint and an export.
 * :class:`NonFiniteLossGuard` (``callbacks.nonfinite``): skips updates with non-finite gradients,
   stops after ``patience`` consecutive non-finite training losses (:class:`NonFiniteLossError`, exit
   code 3) and refuses to write a checkpoint whose weights are not finite.
@@ -33,7 +36,8 @@ log = logging.getLogger(__name__)
 
 EXIT_NONFINITE = 3
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "NonFiniteLossGuard", "NonFiniteLossError", "EXIT_NONFINITE"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "NonFiniteLossGuard", "NonFiniteLossError", "ValidateBeforeEnd",
+           "EXIT_NONFINITE"]
 
 
 class NonFiniteLossError(ExperimentsError):
@@ -202,3 +206,41 @@ class NonFiniteLossGuard(Callback):
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.consecutive = int(state_dict.get("consecutive", 0))
         self.skipped_updates = int(state_dict.get("skipped_updates", 0))
+
+
+class ValidateBeforeEnd(Callback):
+    """Validate once after the last training step when no validation has run during this fit.
+
+    Without it a run that stops before its first validation (``trainer.max_steps`` below one epoch, a
+    ``val_check_interval`` beyond the end, a sweep trial whose smaller batch size gave more batches per
+    epoch) has no monitored metric: EarlyStopping raises, ModelCheckpoint keeps no best checkpoint and
+    nothing is tested or exported. At the batch that reaches ``max_steps`` (or the last batch of the last
+    epoch) it sets ``trainer.should_stop``, on which Lightning runs the validation loop before stopping.
+    """
+
+    def __init__(self) -> None:
+        self.validated = False
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.validated = False
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated = True
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.validated or not trainer.enable_validation or trainer.should_stop:
+            return
+        num_val = trainer.num_val_batches
+        if not (sum(num_val) if isinstance(num_val, list) else num_val):
+            return
+        at_max_steps = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        last_epoch = trainer.max_epochs is not None and trainer.max_epochs > 0 and (
+            trainer.current_epoch + 1 >= trainer.max_epochs)
+        last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        follows = last_batch and _validation_follows(trainer)
+        if not follows and (at_max_steps or (last_epoch and last_batch)):
+            log.info("no validation has run yet: validating once before training ends (global step %d)",
+                     trainer.global_step)
+            trainer.should_stop = True

@@ -12,6 +12,7 @@ transformers' retry loop. ``trust_remote_code`` is passed only when the user set
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import replace
 from importlib import metadata
@@ -144,8 +145,13 @@ def build_model(
     trust_remote_code: bool = False,
     revision: str | None = None,
     hidden_dropout_prob: float | None = None,
+    new_head: bool = False,
 ) -> nn.Module:
-    """Pretrained encoder with a freshly initialised task head, optionally wrapped by LoRA (peft).
+    """Pretrained encoder with its task head, optionally wrapped by LoRA (peft).
+
+    The head is new (randomly initialised) unless ``name_or_path`` is already fine-tuned for this head
+    with the same labels (see :func:`reconcile_labels`, which the entry point applies first); with
+    ``new_head=True`` it is always re-initialised.
 
     Args:
         name_or_path: hub id or local folder (``from_pretrained``).
@@ -159,6 +165,7 @@ def build_model(
         trust_remote_code: passed to transformers only when the user sets it.
         revision: hub revision (branch, tag or commit).
         hidden_dropout_prob: overrides the encoder's dropout when given.
+        new_head: re-initialise the task head even when the checkpoint has one (another label set).
 
     Raises:
         ModelLoadError: the model is not cached and the hub is offline, or loading fails.
@@ -183,10 +190,14 @@ def build_model(
         "sequence_classification": AutoModelForSequenceClassification,
         "encoder": AutoModel,
     }[head]
+    if new_head and head != "encoder":
+        kwargs["ignore_mismatched_sizes"] = True
     try:
         model = auto.from_pretrained(name_or_path, **kwargs)
     except OSError as err:
         raise ModelLoadError(f"cannot load {name_or_path!r}: {err}. {_WAYS_OUT}") from err
+    if new_head and head != "encoder":
+        reset_head(model)
     if adapter is not None:
         model = apply_lora(model, adapter, head)
     return model
@@ -225,3 +236,55 @@ def _linear_names(model: nn.Module) -> set[str]:
     from torch import nn
 
     return {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+
+
+_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
+
+
+def pretrained_labels(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None) -> list[str] | None:
+    """The ``id2label`` of an already fine-tuned model (index = class id), or None for a model whose
+    labels are transformers' defaults (``LABEL_0``...), i.e. a pretrained encoder without a trained head.
+
+    Raises:
+        ModelLoadError: the model is not cached and the hub is offline.
+    """
+    from transformers import AutoConfig
+
+    check_available(name_or_path, revision)
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    labels = [id2label[i] for i in sorted(id2label)]
+    if not labels or all(_DEFAULT_LABEL.fullmatch(lab) for lab in labels):
+        return None
+    return labels
+
+
+def reconcile_labels(model_labels: list[str] | None, data_labels: list[str], *, new_head: bool = False,
+                     model: str = "the model") -> list[str]:
+    """The label order to train with when starting from ``model`` (as Hugging Face's ``run_ner.py``).
+
+    * no labels of its own (a pretrained encoder), or ``new_head``: the data's order;
+    * the same label set as the data: the model's order, so its trained head keeps its meaning;
+    * another set: an error (``model.new_head=true`` trains a new head instead).
+
+    Raises:
+        ConfigError: the model was fine-tuned on another label set and ``new_head`` is false.
+    """
+    if model_labels is None or new_head:
+        return list(data_labels)
+    if sorted(model_labels) == sorted(data_labels) and len(model_labels) == len(data_labels):
+        return list(model_labels)
+    only_model = sorted(set(model_labels) - set(data_labels))
+    only_data = sorted(set(data_labels) - set(model_labels))
+    raise ConfigError(
+        f"{model} was fine-tuned on other labels than the data's (only in the model: {only_model}; only in the "
+        f"data: {only_data}); set model.new_head=true to train a new head on the data's labels"
+    )
+
+
+def reset_head(model: nn.Module) -> None:
+    """Re-initialise the task head (``classifier`` or ``score``) with the model's own initialiser."""
+    head = next((getattr(model, n) for n in ("classifier", "score") if hasattr(model, n)), None)
+    if head is None:
+        raise ConfigError(f"model.new_head: {type(model).__name__} has no classifier module to re-initialise")
+    head.apply(model._init_weights)

@@ -86,6 +86,8 @@ class EncoderModule(L.LightningModule):
         # pretrained model, so loading is non-strict exactly when some weights are frozen.
         self.frozen = {f"model.{n}" for n, p in model.named_parameters() if not p.requires_grad}
         self.strict_loading = not self.frozen
+        # What the checkpoint's weights are (strategy, adapter settings): stored with them, named on a mismatch.
+        self.finetune: dict[str, Any] = {"adapter": adapter_settings(model)}
 
     # ---- what a task family provides -------------------------------------------------------------
     def compute_loss(self, outputs: Any, batch: dict[str, Any]) -> Tensor:
@@ -140,13 +142,59 @@ class EncoderModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["finetune"] = self.finetune
         if self.frozen:
             state = checkpoint["state_dict"]
             checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in self.frozen}
         # Every rank's random state (dropout masks), so that a resumed run draws the same numbers.
         checkpoint["rng_states"] = gather_rng_states(self.trainer)
 
+    def check_checkpoint(self, checkpoint: dict[str, Any], where: str = "checkpoint") -> None:
+        """Refuse weights that do not fit this module: every key this module has and the checkpoint lacks
+        must be a frozen pretrained weight (LoRA checkpoints hold only the trainable ones), and the
+        checkpoint may hold no key this module lacks.
+
+        Raises:
+            ConfigError: naming the mismatch and the strategy/adapter settings of both sides.
+        """
+        from experiments.errors import ConfigError
+
+        state = checkpoint.get("state_dict", {})
+        own = self.state_dict()
+        have, expected = set(state), set(own)
+        missing = sorted(expected - have - self.frozen)
+        unexpected = sorted(have - expected)
+        reshaped = sorted(k for k in have & expected if hasattr(state[k], "shape")
+                          and tuple(state[k].shape) != tuple(own[k].shape))
+        if not missing and not unexpected and not reshaped:
+            return
+        stored = checkpoint.get("finetune", "not recorded")
+
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} trained weights of this model are missing ({few(missing)})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} weights are not in this model ({few(unexpected)})")
+        if reshaped:
+            k = reshaped[0]
+            problems.append(f"{len(reshaped)} weights have other shapes ({k}: {list(state[k].shape)} in the "
+                            f"checkpoint, {list(own[k].shape)} here)")
+        raise ConfigError(
+            f"{where} does not fit this model: {'; '.join(problems)}. The checkpoint was trained with finetune "
+            f"{stored}; this run builds finetune {self.finetune}. Use the same finetune= and adapter settings"
+        )
+
+    def load_weights(self, path: str) -> None:
+        """Load the weights of a checkpoint written by this module class (checked by :meth:`check_checkpoint`)."""
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        self.check_checkpoint(checkpoint, path)
+        self.load_state_dict(checkpoint["state_dict"], strict=self.strict_loading)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_checkpoint(checkpoint)
         # Applied at the first training batch after the restore (see on_train_batch_start): between
         # the restore and that batch Lightning may run the sanity check, which must not shift them.
         self._rng_to_restore = checkpoint.get("rng_states")
@@ -164,6 +212,25 @@ class EncoderModule(L.LightningModule):
     def trainable_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts of the model."""
         return sum_params(self.model.parameters(), trainable=True), sum_params(self.model.parameters())
+
+
+def adapter_settings(model: nn.Module) -> dict[str, Any] | None:
+    """The peft adapter settings of ``model`` (type, ``r``, ``lora_alpha``, target modules...), or None."""
+    configs = getattr(model, "peft_config", None)
+    if not configs:
+        return None
+    config = next(iter(configs.values()))
+    keys = ("peft_type", "r", "lora_alpha", "target_modules", "modules_to_save", "num_virtual_tokens")
+    out: dict[str, Any] = {}
+    for key in keys:
+        value = getattr(config, key, None)
+        if isinstance(value, set | frozenset | list | tuple):
+            out[key] = sorted(str(v) for v in value)
+        elif isinstance(value, bool | int | float):
+            out[key] = value
+        elif value is not None:
+            out[key] = str(value)
+    return out
 
 
 def sum_params(params: Iterable[nn.Parameter], trainable: bool = False) -> int:

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from experiments.errors import ConfigError, DataError
-from experiments.tasks.base import FeaturesDataModule
+from experiments.tasks.base import SPLITS, STAGE_SPLITS, FeaturesDataModule
 from experiments.tasks.classification import readers
 from experiments.tasks.classification.readers import Example
 
@@ -318,10 +318,12 @@ class TextClassificationDataModule(FeaturesDataModule):
         if hf is not None:
             self.examples.update(hf)
             return
-        if not f["train"]:
+        test_only = self._labels is not None and bool(self._given["test"])
+        if not f["train"] or test_only:
             if self._labels is None:
                 raise ConfigError("data.train_file is not set")
-            for split in ("validation", "test"):  # test mode: the labels come from the checkpoint
+            # Test mode: the labels come from the checkpoint; only the files given are read.
+            for split in ("test",) if test_only else ("validation", "test"):
                 if f[split]:
                     self.examples[split] = self._read_table(f[split])
             return
@@ -441,7 +443,7 @@ class TextClassificationDataModule(FeaturesDataModule):
         self._load()
         index = {lab: i for i, lab in enumerate(self.eval_labels)}
         for split, examples in self.examples.items():
-            if split in self.features:
+            if split in self.features or split not in STAGE_SPLITS.get(stage, SPLITS):
                 continue
             if not examples:
                 self.features[split] = []

@@ -115,8 +115,8 @@ class RecommendationDataModule(L.LightningDataModule):
 
     Args:
         tokenizer: the encoder's fast tokenizer.
-        labels: ignored (the label list of this task is always ``["score"]``); accepted because the
-            entry point passes the checkpoint's.
+        labels: the checkpoint's label list in test/predict mode (always ``["score"]``), else None. When
+            given, only the predict split (predict mode) or the test split (test mode) is read.
         architecture: ``cross_encoder`` or ``two_tower`` (what the batches hold).
         data_dir: a folder with ``train/``, ``dev/``, ``test/``; used for a ``*_file`` that is null.
         train_file, validation_file, test_file, predict_file: a split's behaviors.tsv or its folder;
@@ -173,6 +173,7 @@ class RecommendationDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.pad_to_multiple_of = pad_to_multiple_of
         self.num_workers = num_workers
+        self.eval_only = labels is not None
         self.given = {"train": train_file, "validation": validation_file, "test": test_file, "predict": predict_file}
         self.data_dir = data_dir
         self._splits: dict[str, MindSplit] | None = None
@@ -197,7 +198,11 @@ class RecommendationDataModule(L.LightningDataModule):
         if self._splits is None:
             self._check()
             paths: dict[str, Path] = {k: Path(v) for k, v in self.given.items() if v}
-            if self.data_dir:
+            if self.eval_only:
+                # Test/predict mode: the model is trained; only the split to score or rank is read.
+                keep = "predict" if "predict" in paths else "test"
+                paths = {k: v for k, v in paths.items() if k == keep}
+            elif self.data_dir:
                 for split, sub in SPLIT_DIRS.items():
                     if split not in paths and (Path(self.data_dir) / sub / "behaviors.tsv").exists():
                         paths[split] = Path(self.data_dir) / sub / "behaviors.tsv"
