@@ -1,5 +1,6 @@
 """``trainer.precision=auto`` and the bf16 path: the choice follows torch's CPU capability checks (never
-/proc/cpuinfo), is logged with its reason, and bf16-mixed training stays close to fp32 on a tiny model.
+/proc/cpuinfo) and a speed measured on the machine, is logged with its reason, and bf16-mixed training
+stays close to fp32 on a tiny model.
 
 The parity tolerances are stated from bf16's precision: 8 significant bits (relative rounding error
 2**-8 ~ 0.4% per value), accumulated over a 2-layer encoder, so logits of size ~1 agree within 0.05 and
@@ -17,16 +18,27 @@ import torch
 from experiments import config
 
 
-@pytest.mark.parametrize("amx,avx512_bf16,expected", [
-    (True, False, "bf16-mixed"), (False, True, "bf16-mixed"), (False, False, "32"),
+@pytest.mark.parametrize("amx,avx512_bf16,speedup,expected", [
+    (True, False, 1.8, "bf16-mixed"),  # AMX, and bf16 measured faster
+    (False, True, 1.5, "bf16-mixed"),  # AVX512-BF16 that pays (the AMD EPYC measured 1.54x)
+    (False, True, 0.5, "32"),  # AVX512-BF16 that does not (an Intel Xeon measured 0.44x)
+    (False, False, 9.9, "32"),  # no bf16 units: never measured, never bf16
 ])
-def test_auto_precision_follows_torch_capability_checks(monkeypatch, amx, avx512_bf16, expected):
+def test_auto_precision_follows_capability_checks_and_the_measured_speed(monkeypatch, amx, avx512_bf16, speedup,
+                                                                        expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(config, "bf16_speedup", lambda: speedup)
     precision, why = config.auto_precision("cpu")
     assert precision == expected
     assert ("AMX" if amx else "AVX512-BF16" if avx512_bf16 else "neither") in why
+    if amx or avx512_bf16:
+        assert f"{speedup:.2f}x" in why
+
+
+def test_bf16_speedup_is_a_positive_ratio():
+    assert 0 < config.bf16_speedup(seconds=0.02) < 100
 
 
 def test_the_choice_is_logged(monkeypatch, tmp_path, caplog):

@@ -1,0 +1,331 @@
+"""Training speed of our CLI against Hugging Face's Trainer and a bare PyTorch loop, measured in one run.
+
+    python benchmarks/bench.py [--cases banking77_full conll_full ...] [--steps 20] [--warmup 5]
+                               [--repeats 1] [--out outputs/bench]
+
+For every case (a model, data, batch size and strategy) each runner trains for ``warmup + steps``
+optimizer steps in its own process, on the same tokenized training examples (built by our datamodule,
+so every runner sees the same texts, truncation and labels):
+
+* ``ours``: ``python -m experiments <case overrides>`` with its default settings (callbacks, checkpoints,
+  precision=auto, length-grouped dynamic padding), validation and test off, no export;
+* ``hf_default``: ``transformers.Trainer`` as ``run_glue.py``/``run_ner.py`` run it by default (padding
+  to ``max_length``, fp32, default sampler), saving and evaluation off;
+* ``hf_tuned``: ``Trainer`` with dynamic padding, ``train_sampling_strategy="group_by_length"`` and the
+  precision our ``auto`` picks on this machine, saving, evaluation and logging off;
+* ``bare``: a plain loop: the same sampler and collator as ours, AdamW, linear warmup/decay, gradient
+  clipping at 1.0, autocast when the precision is bf16.
+
+The first ``warmup`` steps of every process are excluded; samples/s and non-pad tokens/s are over the
+rest, and with ``--repeats`` > 1 the median over repeats is reported. Model FLOP/s counts, per step,
+``6 * N * B * S + 12 * L * H * B * S**2`` (N: non-embedding parameters, B x S: the padded batch,
+L layers, H hidden size; the second term is attention scores and values, Kaplan et al. 2020), the
+same formula for LoRA (an upper bound there: frozen weights get no weight gradient). MFU divides it by
+the peak of a 2048x2048 matmul in the run's precision, measured in the same run. Peak RSS is the
+process's own; time to first step is from process launch to the first training batch.
+
+Results: printed, and ``<out>/results.json`` / ``<out>/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CASES: dict[str, list[str]] = {
+    "banking77_full": ["task=support_intent"],
+    "banking77_lora": ["task=support_intent", "finetune=lora"],
+    "conll_full": ["task=ner", "dataset=conll2003"],
+    "conll_lora": ["task=ner", "dataset=conll2003", "finetune=lora"],
+}
+RUNNERS = ("ours", "hf_default", "hf_tuned", "bare")
+
+
+# ------------------------------------------------------------------------------------------ shared
+def compose(overrides: list[str]):
+    """The app config for ``overrides`` (as the CLI composes it), Hydra state set, run dir in a temp folder."""
+    import tempfile
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    import experiments.__main__  # noqa: F401  (resolvers)
+    from experiments.config import config_dir, prepare
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    out = tempfile.mkdtemp(prefix="bench-")
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = out
+        cfg.hydra.runtime.cwd = str(ROOT)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return prepare(cfg)
+
+
+def train_features(cfg, overrides: list[str]) -> tuple[Any, list[dict], list[str], Any]:
+    """(tokenizer, training features, labels) exactly as our datamodule builds them."""
+    from hydra.utils import instantiate
+
+    from experiments.models.build import load_tokenizer
+
+    tok = load_tokenizer(cfg.model.name_or_path)
+    dm = instantiate(cfg.data, tokenizer=tok, labels=None)
+    dm.setup("fit")
+    return tok, dm.features["train"], dm.labels, dm
+
+
+def flops_per_step(config: Any, batch: int, seq: int) -> float:
+    """``6 N B S + 12 L H B S^2`` (see the module docstring)."""
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    n = layers * (4 * h * h + 2 * h * inter)
+    return 6.0 * n * batch * seq + 12.0 * layers * h * batch * seq * seq
+
+
+def matmul_peak(precision: str, seconds: float = 1.0) -> float:
+    """FLOP/s of a 2048x2048 matmul in ``precision`` (best of repeated timings)."""
+    import torch
+
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best, start = 0.0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - t))
+    return best
+
+
+def our_precision() -> str:
+    from experiments.config import auto_precision
+
+    return auto_precision("cpu")[0]
+
+
+def summarize(record: dict[str, Any], warmup: int, config: Any, launch: float) -> dict[str, Any]:
+    steps = record["steps"]
+    if len(steps) <= warmup + 1:
+        raise SystemExit(f"only {len(steps)} steps recorded")
+    measured = steps[warmup + 1:]
+    elapsed = measured[-1]["end"] - steps[warmup]["end"]
+    examples = sum(s["examples"] for s in measured)
+    tokens = sum(s["tokens"] for s in measured)
+    flops = sum(flops_per_step(config, *s["padded"]) for s in measured)
+    return {"samples_per_s": examples / elapsed, "tokens_per_s": tokens / elapsed, "flops_per_s": flops / elapsed,
+            "peak_rss_mib": record["peak_rss_mib"], "first_step_s": record["first_step_start"] - launch,
+            "steps_measured": len(measured), "pad_fraction": 1 - tokens / sum(a * b for a, b in
+                                                                          (s["padded"] for s in measured))}
+
+
+# ------------------------------------------------------------------------------------------ workers
+def worker_ours(case: list[str], total: int, out: Path) -> None:
+    cmd = [sys.executable, "-m", "experiments", *case,
+           f"trainer.max_steps={total}", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
+           "data.test_file=null", "export=false", f"hydra.run.dir={out / 'run'}",
+           "+callbacks.step_times._target_=experiments.throughput.StepTimes",
+           f"+callbacks.step_times.path={out / 'steps.json'}"]
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _model(cfg, labels, dm):
+    from hydra.utils import instantiate
+
+    adapter = instantiate(cfg.finetune.adapter) if cfg.finetune.get("adapter") else None
+    return instantiate(cfg.model)(labels=labels, adapter=adapter)
+
+
+def worker_hf(case: list[str], total: int, out: Path, tuned: bool) -> None:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from experiments.throughput import peak_rss_mib
+
+    cfg = compose(case)
+    tok, feats, labels, dm = train_features(cfg, case)
+    model = _model(cfg, labels, dm)
+    keep = ("input_ids", "attention_mask", "token_type_ids", "labels")
+    data = [{k: v for k, v in f.items() if k in keep} for f in feats]
+    ner = cfg.model.head == "token_classification"
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+    if tuned:
+        base = (DataCollatorForTokenClassification(tok) if ner else DataCollatorWithPadding(tok))
+    else:  # run_glue/run_ner default: pad_to_max_length
+        length = int(cfg.data.max_length)
+        base = (DataCollatorForTokenClassification(tok, padding="max_length", max_length=length) if ner
+                else DataCollatorWithPadding(tok, padding="max_length", max_length=length))
+    shapes: list[dict[str, Any]] = []
+
+    def collate(rows):
+        batch = base(rows)
+        shapes.append({"examples": int(batch["input_ids"].shape[0]), "tokens": int(batch["attention_mask"].sum()),
+                       "padded": list(batch["input_ids"].shape)})
+        return batch
+
+    record: dict[str, Any] = {"steps": [], "first_step_start": None}
+
+    class Times(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if record["first_step_start"] is None:
+                record["first_step_start"] = time.time()
+
+        def on_step_end(self, args, state, control, **kw):
+            record["steps"].append({"end": time.time(), **shapes[len(record["steps"])]})
+
+    precision = our_precision() if tuned else "32"
+    args = TrainingArguments(
+        output_dir=str(out / "hf"), per_device_train_batch_size=int(cfg.data.batch_size), max_steps=total,
+        learning_rate=float(cfg.optimizer.lr), weight_decay=float(cfg.optimizer.weight_decay),
+        warmup_steps=int(0.1 * total), max_grad_norm=1.0, bf16=precision.startswith("bf16"), use_cpu=True,
+        save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
+        logging_strategy="no" if tuned else "steps", dataloader_num_workers=0, seed=int(cfg.seed),
+        train_sampling_strategy="group_by_length" if tuned else "random",
+    )
+    torch.manual_seed(int(cfg.seed))
+    Trainer(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[Times()]).train()
+    record["peak_rss_mib"] = peak_rss_mib()
+    (out / "steps.json").write_text(json.dumps(record))
+
+
+def worker_bare(case: list[str], total: int, out: Path) -> None:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from experiments.modules.base import decay_groups, model_inputs
+    from experiments.tasks.sampling import TrainSampler
+    from experiments.throughput import peak_rss_mib
+
+    cfg = compose(case)
+    tok, feats, labels, dm = train_features(cfg, case)
+    model = _model(cfg, labels, dm).train()
+    torch.manual_seed(int(cfg.seed))
+    bs = int(cfg.data.batch_size)
+    sampler = TrainSampler([len(f["input_ids"]) for f in feats], bs, seed=int(cfg.seed))
+    loader = DataLoader(feats, batch_size=bs, sampler=sampler, collate_fn=dm.collate)
+    opt = torch.optim.AdamW(decay_groups(model, float(cfg.optimizer.weight_decay)), lr=float(cfg.optimizer.lr),
+                            foreach=True)
+    from transformers import get_scheduler
+
+    sched = get_scheduler("linear", opt, num_warmup_steps=int(0.1 * total), num_training_steps=total)
+    precision = our_precision()
+    record: dict[str, Any] = {"steps": [], "first_step_start": time.time()}
+    ner = cfg.model.head == "token_classification"
+    step = 0
+    while step < total:
+        for batch in loader:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
+                logits = model(**model_inputs(batch)).logits
+            if ner:
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(),
+                                                         ignore_index=-100)
+            else:
+                loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            record["steps"].append({"end": time.time(), "examples": int(batch["input_ids"].shape[0]),
+                                    "tokens": int(batch["attention_mask"].sum()),
+                                    "padded": list(batch["input_ids"].shape)})
+            step += 1
+            if step >= total:
+                break
+    record["peak_rss_mib"] = peak_rss_mib()
+    (out / "steps.json").write_text(json.dumps(record))
+
+
+# ------------------------------------------------------------------------------------------ driver
+def run_one(case: str, runner: str, total: int, out: Path) -> tuple[dict[str, Any], float]:
+    out.mkdir(parents=True, exist_ok=True)
+    launch = time.time()
+    cmd = [sys.executable, __file__, "--worker", runner, "--case", case, "--total", str(total), "--out", str(out)]
+    subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                   stdout=subprocess.DEVNULL, stderr=open(out / "stderr.txt", "w"))
+    return json.loads((out / "steps.json").read_text()), launch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="*", default=["banking77_full", "banking77_lora", "conll_full", "conll_lora"])
+    parser.add_argument("--runners", nargs="*", default=list(RUNNERS))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", default="outputs/bench")
+    parser.add_argument("--worker", choices=RUNNERS)
+    parser.add_argument("--case")
+    parser.add_argument("--total", type=int)
+    args = parser.parse_args()
+    if args.worker:
+        case, out = CASES[args.case], Path(args.out)
+        if args.worker == "ours":
+            worker_ours(case, args.total, out)
+        elif args.worker == "bare":
+            worker_bare(case, args.total, out)
+        else:
+            worker_hf(case, args.total, out, tuned=args.worker == "hf_tuned")
+        return
+
+    from transformers import AutoConfig
+
+    from experiments.models.build import embedded_model_dir
+
+    config = AutoConfig.from_pretrained(embedded_model_dir())
+    precision = our_precision()
+    peaks = {p: matmul_peak(p) for p in {"32", precision}}
+    out = ROOT / args.out
+    results: dict[str, Any] = {"precision_auto": precision, "matmul_peak_flops": peaks, "cases": {}}
+    for case in args.cases:
+        results["cases"][case] = {}
+        for runner in args.runners:
+            runs = []
+            for r in range(args.repeats):
+                record, launch = run_one(case, runner, args.warmup + args.steps + 1, out / case / f"{runner}_{r}")
+                runs.append(summarize(record, args.warmup, config, launch))
+            med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+            run_precision = "32" if runner == "hf_default" else precision
+            med["mfu"] = med["flops_per_s"] / peaks[run_precision]
+            med["precision"] = run_precision
+            results["cases"][case][runner] = med
+            print(f"{case:>16} {runner:>10}: {med['samples_per_s']:7.1f} samples/s {med['tokens_per_s']:8.0f} tok/s "
+                  f"MFU {med['mfu']:.3f} RSS {med['peak_rss_mib']:.0f} MiB first step {med['first_step_s']:.1f} s",
+                  flush=True)
+        row = results["cases"][case]
+        for ref in ("hf_tuned", "hf_default", "bare"):
+            if "ours" in row and ref in row:
+                print(f"{case:>16} ours/{ref}: {row['ours']['samples_per_s'] / row[ref]['samples_per_s']:.2f}")
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| case | runner | precision | samples/s | non-pad tokens/s | model TFLOP/s | MFU | padding | peak RSS MiB "
+             "| launch to first step s | ours / runner |", "| --- " * 11 + "|"]
+    for case, row in results["cases"].items():
+        for runner, m in row.items():
+            ratio = row["ours"]["samples_per_s"] / m["samples_per_s"] if "ours" in row else float("nan")
+            lines.append(f"| {case} | {runner} | {m['precision']} | {m['samples_per_s']:.1f} | {m['tokens_per_s']:.0f} "
+                         f"| {m['flops_per_s'] / 1e12:.3f} | {m['mfu']:.3f} | {m['pad_fraction']:.2f} "
+                         f"| {m['peak_rss_mib']:.0f} | {m['first_step_s']:.1f} | {ratio:.2f} |")
+    peaks = ", ".join(f"{p}: {v / 1e12:.2f} TFLOP/s" for p, v in results["matmul_peak_flops"].items())
+    return "\n".join(lines) + f"\n\nmatmul peak (2048x2048, measured in the run): {peaks}\n"
+
+
+if __name__ == "__main__":
+    main()
