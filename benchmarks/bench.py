@@ -132,12 +132,12 @@ def summarize(record: dict[str, Any], warmup: int, config: Any, launch: float) -
 
 
 # ------------------------------------------------------------------------------------------ workers
-def worker_ours(case: list[str], total: int, out: Path) -> None:
-    cmd = [sys.executable, "-m", "experiments", *case,
+def worker_ours(case: list[str], total: int, out: Path, extra: list[str]) -> None:
+    cmd = [sys.executable, "-m", "experiments", *case, *extra,
            f"trainer.max_steps={total}", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
            "data.test_file=null", "export=false", f"hydra.run.dir={out / 'run'}",
            "+callbacks.step_times._target_=experiments.throughput.StepTimes",
-           f"+callbacks.step_times.path={out / 'steps.json'}"]
+           f"+callbacks.step_times.path={out / 'steps.json'}", *extra]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -250,10 +250,11 @@ def worker_bare(case: list[str], total: int, out: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ driver
-def run_one(case: str, runner: str, total: int, out: Path) -> tuple[dict[str, Any], float]:
+def run_one(case: str, runner: str, total: int, out: Path, extra: list[str]) -> tuple[dict[str, Any], float]:
     out.mkdir(parents=True, exist_ok=True)
     launch = time.time()
-    cmd = [sys.executable, __file__, "--worker", runner, "--case", case, "--total", str(total), "--out", str(out)]
+    cmd = [sys.executable, __file__, "--worker", runner, "--case", case, "--total", str(total), "--out", str(out),
+           "--ours-overrides", *extra]
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                    stdout=subprocess.DEVNULL, stderr=open(out / "stderr.txt", "w"))
     return json.loads((out / "steps.json").read_text()), launch
@@ -270,11 +271,13 @@ def main() -> None:
     parser.add_argument("--worker", choices=RUNNERS)
     parser.add_argument("--case")
     parser.add_argument("--total", type=int)
+    parser.add_argument("--ours-overrides", nargs="*", default=[],
+                        help="extra overrides for our CLI only (to measure one lever against the default)")
     args = parser.parse_args()
     if args.worker:
         case, out = CASES[args.case], Path(args.out)
         if args.worker == "ours":
-            worker_ours(case, args.total, out)
+            worker_ours(case, args.total, out, args.ours_overrides)
         elif args.worker == "bare":
             worker_bare(case, args.total, out)
         else:
@@ -289,13 +292,16 @@ def main() -> None:
     precision = our_precision()
     peaks = {p: matmul_peak(p) for p in {"32", precision}}
     out = ROOT / args.out
-    results: dict[str, Any] = {"precision_auto": precision, "matmul_peak_flops": peaks, "cases": {}}
+    results: dict[str, Any] = {"precision_auto": precision, "matmul_peak_flops": peaks, "cases": {},
+                               "ours_overrides": args.ours_overrides, "steps": args.steps, "warmup": args.warmup,
+                               "repeats": args.repeats}
     for case in args.cases:
         results["cases"][case] = {}
         for runner in args.runners:
             runs = []
             for r in range(args.repeats):
-                record, launch = run_one(case, runner, args.warmup + args.steps + 1, out / case / f"{runner}_{r}")
+                record, launch = run_one(case, runner, args.warmup + args.steps + 1, out / case / f"{runner}_{r}",
+                                         args.ours_overrides)
                 runs.append(summarize(record, args.warmup, config, launch))
             med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
             run_precision = "32" if runner == "hf_default" else precision

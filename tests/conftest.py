@@ -7,10 +7,15 @@ tokenizes into real pieces (never all [UNK]).
 
 from __future__ import annotations
 
+import os
 import string
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The tokenized-feature cache of every run in the tests goes to a folder of this test session, never ~/.cache.
+os.environ.setdefault("EXPERIMENTS_CACHE_DIR", tempfile.mkdtemp(prefix="experiments-cache-"))
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = [

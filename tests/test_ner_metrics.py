@@ -163,3 +163,18 @@ def test_allowed_transitions_and_batched_viterbi_with_padding():
     assert [len(o) for o in out] == lengths
     for i in range(2):  # batched = one at a time
         assert out[i] == viterbi(scores[i : i + 1, : lengths[i]], [lengths[i]], start, trans)[0]
+
+
+def test_entity_records_have_text_type_word_and_char_offsets_and_confidence():
+    from experiments.tasks.ner.decoding import entity_records
+
+    words = ["John", "Smith", "lives", "in", "New", "York"]
+    tags = ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC"]
+    conf = [0.9, 0.7, 1.0, 1.0, 0.6, 0.8]
+    [per, loc] = entity_records(words, tags, conf)
+    assert per == {"text": "John Smith", "type": "PER", "start": 0, "end": 2, "start_char": 0, "end_char": 10,
+                   "confidence": pytest.approx(0.8)}
+    sentence = " ".join(words)
+    assert sentence[loc["start_char"]:loc["end_char"]] == "New York" and (loc["start"], loc["end"]) == (4, 6)
+    assert loc["confidence"] == pytest.approx(0.7)
+    assert entity_records(["a"], ["O"]) == []

@@ -61,9 +61,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """Writes ``<dirpath>/last.ckpt``: every ``every_n_train_steps`` optimizer steps (0: never mid-epoch)
-    and at the end of every epoch, after its validation (or after each validation run when validation
-    runs within epochs). A step save that falls on the last batch of an epoch is left to the epoch end.
+    """Writes ``<dirpath>/last.ckpt``: every ``train_time_interval_s`` seconds of training (default 300: a
+    killed run loses at most five minutes) or, when ``every_n_train_steps`` > 0, every that many optimizer
+    steps instead, and at the end of every epoch, after its validation (or after each validation run when
+    validation runs within epochs). A step save that falls on the last batch of an epoch is left to the
+    epoch end. The resume state holds the optimizer (3x the weights), so writing it every few steps
+    costs real time; the time interval bounds that cost whatever the step time.
 
     Lightning's ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when it also saved a
     top-k checkpoint at that step, so with a monitored metric ``last.ckpt`` can be epochs old; this one
@@ -71,13 +74,20 @@ class LastCheckpoint(ModelCheckpoint):
     :class:`NonFiniteLossGuard` counts non-finite training losses, ``last.ckpt`` is not refreshed.
     """
 
-    def __init__(self, dirpath: str, every_n_train_steps: int = 50, **kwargs: Any):
+    def __init__(self, dirpath: str, every_n_train_steps: int = 0, train_time_interval_s: float | None = 300,
+                 **kwargs: Any):
+        from datetime import timedelta
+
+        # A step count, when given, replaces the time interval (Lightning takes one of the two).
+        interval = (timedelta(seconds=float(train_time_interval_s))
+                    if train_time_interval_s and not every_n_train_steps else None)
         super().__init__(
             dirpath=dirpath,
             monitor=None,
             save_top_k=0,
             save_last=True,
             every_n_train_steps=every_n_train_steps or None,
+            train_time_interval=interval,
             enable_version_counter=False,
             **kwargs,
         )
@@ -160,8 +170,9 @@ class NonFiniteLossGuard(Callback):
         if not self.skip_nonfinite_updates:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        # DDP has all-reduced the gradients: every rank takes the same decision.
-        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+        # DDP has all-reduced the gradients: every rank takes the same decision. One fused norm kernel
+        # over all gradients (a non-finite entry makes its tensor's norm non-finite), one host sync.
+        if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
             optimizer.zero_grad(set_to_none=True)
             self.skipped_updates += 1
             log.warning("non-finite gradients at global step %d: update skipped", trainer.global_step)

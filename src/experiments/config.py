@@ -34,9 +34,15 @@ def _embedded_model(distribution: str) -> str:
     return embedded_model_dir(distribution)
 
 
+def _help_text() -> str:
+    from experiments.help import help_text
+
+    return help_text()
+
+
 def register_resolvers() -> None:
-    """Register ``${resource:...}`` and ``${embedded_model:...}`` (idempotent)."""
-    for name, fn in (("resource", resource_path), ("embedded_model", _embedded_model)):
+    """Register ``${resource:...}``, ``${embedded_model:...}`` and ``${help_text:}`` (idempotent)."""
+    for name, fn in (("resource", resource_path), ("embedded_model", _embedded_model), ("help_text", _help_text)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)
 
@@ -173,6 +179,19 @@ def single_log_stream() -> None:
     file) keep receiving them.
     """
     import logging
+    import warnings
 
     if logging.getLogger().handlers:
         logging.getLogger("lightning").handlers.clear()
+    # Noise that says nothing about the run: Lightning's advertisement and a deprecation inside Lightning.
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropAdverts())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+class _DropAdverts:
+    """Logging filter: drops Lightning's "Tip: ... litlogger" line."""
+
+    def filter(self, record) -> bool:
+        return "litlogger" not in record.getMessage()

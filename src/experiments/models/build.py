@@ -193,13 +193,38 @@ def build_model(
     if new_head and head != "encoder":
         kwargs["ignore_mismatched_sizes"] = True
     try:
-        model = auto.from_pretrained(name_or_path, **kwargs)
+        model = _quiet_from_pretrained(auto, name_or_path, kwargs)
     except OSError as err:
         raise ModelLoadError(f"cannot load {name_or_path!r}: {err}. {_WAYS_OUT}") from err
     if new_head and head != "encoder":
         reset_head(model)
     if adapter is not None:
         model = apply_lora(model, adapter, head)
+    return model
+
+
+def _quiet_from_pretrained(auto, name_or_path: str, kwargs: dict) -> nn.Module:
+    """``from_pretrained`` without transformers' console load report and progress bar; what the report
+    says (a new head, unused checkpoint weights) is logged as one line at INFO (the run's log file)."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = auto.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+    new = sorted(info.get("missing_keys") or [])
+    unused = sorted(info.get("unexpected_keys") or [])
+    logging.getLogger("experiments").info(
+        "loaded %s (%s): %s%s", name_or_path, type(model).__name__,
+        f"new, randomly initialised: {', '.join(new)}" if new else "every weight from the checkpoint",
+        f"; not used: {', '.join(unused)}" if unused else "")
     return model
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from experiments.modules.base import EncoderModule, model_inputs
-from experiments.tasks.ner.decoding import DECODERS, decode_words
+from experiments.tasks.ner.decoding import DECODERS, decode_words, entity_records
 from experiments.tasks.ner.metrics import entity_scores
 
 
@@ -102,13 +102,18 @@ class TokenClassificationModule(EncoderModule):
         self._epoch_end("test")
 
     def decode(self, rows: list[dict[str, Tensor]], n_words: list[int],
-               examples: list[int] | None = None) -> list[list[str]]:
+               examples: list[int] | None = None, with_confidence: bool = False) -> Any:
         """Word-level tags of ``examples`` (default: all) from prediction rows, with ``self.decode_method``.
 
         Args:
             rows: ``word_predictions`` rows.
             n_words: words per example (index = example_id).
             examples: which examples to decode, in output order.
+            with_confidence: also return each word's probability of its decoded tag (0 for a word
+                without scores).
+
+        Returns:
+            The tag lists, or ``(tags, confidences)``.
         """
         examples = list(range(len(n_words))) if examples is None else examples
         offsets = torch.zeros(len(n_words) + 1, dtype=torch.long)
@@ -118,7 +123,15 @@ class TokenClassificationModule(EncoderModule):
             if len(r["index"]):
                 flat[offsets[r["index"][:, 0]] + r["index"][:, 1]] = r["scores"].float()
         scores = [flat[offsets[i]:offsets[i + 1]] for i in examples]
-        return decode_words(scores, self.labels, self.decode_method)
+        tags = decode_words(scores, self.labels, self.decode_method)
+        if with_confidence:
+            index = {lab: i for i, lab in enumerate(self.labels)}
+            conf = []
+            for s, ts in zip(scores, tags, strict=True):
+                ids = torch.tensor([index[t] for t in ts], dtype=torch.long)[:, None]
+                conf.append(torch.nan_to_num(s.gather(1, ids).squeeze(1).exp(), nan=0.0).tolist())
+            return tags, conf
+        return tags
 
     @staticmethod
     def evaluated_examples(rows: list[dict[str, Tensor]], windows_per_example: list[int]) -> list[int]:
@@ -130,18 +143,21 @@ class TokenClassificationModule(EncoderModule):
         return torch.nonzero(seen >= total).flatten().tolist()
 
     def prediction_records(self, datamodule: Any, split: str, rows: list[dict] | None = None) -> list[dict]:
-        """One JSON-able dict per sentence: ``id`` (its index in the file), ``words``, predicted ``tags``
-        and, for test, ``gold`` tags (only the sentences that were scored).
+        """One JSON-able dict per sentence: ``id`` (its index in the file), ``words``, predicted ``tags``,
+        ``entities`` (:func:`~experiments.tasks.ner.decoding.entity_records`: text, type, word and character
+        offsets, confidence) and, for test, ``gold`` tags (only the sentences that were scored).
 
         ``rows`` are ``predict_step`` outputs (predict split); the test split uses the last test epoch.
         """
         words = datamodule.words(split)
         if split == "predict":
-            tags = self.decode(rows or [], [len(w) for w in words])
-            return [{"id": i, "words": w, "tags": t} for i, (w, t) in enumerate(zip(words, tags, strict=True))]
+            tags, conf = self.decode(rows or [], [len(w) for w in words], with_confidence=True)
+            return [{"id": i, "words": w, "tags": t, "entities": entity_records(w, t, c)}
+                    for i, (w, t, c) in enumerate(zip(words, tags, conf, strict=True))]
         res = self.results["test"]
-        return [{"id": i, "words": words[i], "gold": g, "tags": t}
-                for i, g, t in zip(res["examples"], res["gold"], res["predictions"], strict=True)]
+        return [{"id": i, "words": words[i], "gold": g, "tags": t, "entities": entity_records(words[i], t, c)}
+                for i, g, t, c in zip(res["examples"], res["gold"], res["predictions"], res["confidences"],
+                                      strict=True)]
 
     def _gather(self, rows: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         """All ranks' rows (DDP); each window is evaluated by exactly one rank."""
@@ -162,9 +178,9 @@ class TokenClassificationModule(EncoderModule):
         all_gold = dm.gold_tags(split)
         examples = self.evaluated_examples(rows, dm.windows_per_example(split))
         gold = [all_gold[i] for i in examples]
-        pred = self.decode(rows, [len(g) for g in all_gold], examples)
+        pred, confidences = self.decode(rows, [len(g) for g in all_gold], examples, with_confidence=True)
         scores = entity_scores(gold, pred, unseen_types=dm.unseen_types(split))
         for key, value in scores["metrics"].items():
             self.log(f"{stage}/{key}", value, prog_bar=key == "f1")
-        self.results[stage] = {"predictions": pred, "gold": gold, "examples": examples,
+        self.results[stage] = {"predictions": pred, "confidences": confidences, "gold": gold, "examples": examples,
                                "sentences": len(all_gold), **scores}

@@ -49,6 +49,79 @@ def pad_extras(collator: Callable[[list[dict]], dict], features: list[dict]) -> 
     return dict(batch)
 
 
+# Bumped whenever encoding changes in a way the cache key does not see.
+CACHE_VERSION = 1
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (the cache key's view of a data file)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """SHA-256 of a fast tokenizer's full definition (vocabulary, normalizer, special tokens) and class."""
+    import hashlib
+
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        text = repr(tokenizer)
+    else:
+        # Truncation and padding are call-time state that every tokenizer call overwrites, not definition.
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        text = json.dumps(spec, sort_keys=True)
+    return hashlib.sha256(f"{type(tokenizer).__name__}\n{text}".encode()).hexdigest()
+
+
+def cached_features(cache_dir: str | None, key: dict[str, Any], compute: Callable[[], list[dict]]) -> list[dict]:
+    """``compute()``, or its result stored under ``cache_dir`` by an earlier run with the same ``key``.
+
+    The key must name everything the features depend on (tokenizer fingerprint, file digests, options);
+    :data:`CACHE_VERSION` and the package version are added. Files are written atomically and read with
+    ``torch.load(weights_only=True)``, which unpickles plain containers and numbers only. A file that
+    cannot be read is recomputed and replaced. ``cache_dir=None`` disables the cache.
+    """
+    if not cache_dir:
+        return compute()
+    import hashlib
+    import json
+    import logging
+    from importlib import metadata
+
+    from experiments.reporting import atomic_write
+
+    try:
+        version = metadata.version("experiments")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        version = "source"
+    full = {**key, "cache_version": CACHE_VERSION, "package": version}
+    digest = hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    path = os.path.join(cache_dir, f"{digest}.pt")
+    log = logging.getLogger(__name__)
+    if os.path.isfile(path):
+        try:
+            feats = torch.load(path, weights_only=True)
+            log.info("features read from the cache %s", path)
+            return feats
+        except Exception as err:  # noqa: BLE001 - a damaged or foreign file: recompute
+            log.warning("feature cache %s unreadable (%s): recomputing", path, type(err).__name__)
+    feats = compute()
+    try:
+        atomic_write(path, lambda fh: torch.save(feats, fh))
+    except OSError as err:  # a read-only or full cache folder never stops a run
+        log.warning("feature cache not written to %s: %s", path, err)
+    return feats
+
+
 class FeaturesDataModule(L.LightningDataModule):
     """Serves ``self.features[split]`` (lists of feature dicts) through DataLoaders.
 
@@ -60,6 +133,8 @@ class FeaturesDataModule(L.LightningDataModule):
         group_by_length: length-grouped shuffling of training batches.
         pad_to_multiple_of: pad each batch to a multiple of this (e.g. 8 for tensor cores).
         num_workers: DataLoader worker processes.
+        cache_dir: folder of the tokenized-feature cache (a second run on the same files, tokenizer and
+            options reads its features from there); None disables it.
     """
 
     def __init__(
@@ -72,9 +147,11 @@ class FeaturesDataModule(L.LightningDataModule):
         group_by_length: bool = True,
         pad_to_multiple_of: int | None = None,
         num_workers: int = 0,
+        cache_dir: str | None = None,
     ):
         super().__init__()
         self.tokenizer = tokenizer
+        self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_length = max_length

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError, DataError
-from experiments.tasks.base import STAGE_SPLITS, FeaturesDataModule
+from experiments.tasks.base import (
+    STAGE_SPLITS,
+    FeaturesDataModule,
+    cached_features,
+    file_digest,
+    tokenizer_fingerprint,
+)
 from experiments.tasks.io import read_input_bytes
 from experiments.tasks.ner.conll import SCHEMES, Sentence, check_labels, label_list, read_conll
 from experiments.tasks.ner.encoding import b_to_i_map, encode_sentence
@@ -193,15 +199,24 @@ class NERDataModule(FeaturesDataModule):
                 if replaced:
                     log.warning("%s: %d tags unseen in training were mapped to O in the targets; they stay in "
                                 "the gold and count as misses", path, replaced)
-            feats = []
-            for i, s in enumerate(sentences):
-                ids = [label2id[t] for t in s.tags] if with_labels else None
-                for f in encode_sentence(self.tokenizer, s.words, ids, max_length=self.max_length,
-                                         stride=self.stride, label_all_tokens=self.label_all_tokens,
-                                         b_to_i=b_to_i):
-                    f["example_id"] = i
-                    feats.append(f)
-            self.features[split] = feats
+
+            def encode(sentences: list[Sentence] = sentences, with_labels: bool = with_labels) -> list[dict]:
+                feats = []
+                for i, s in enumerate(sentences):
+                    ids = [label2id[t] for t in s.tags] if with_labels else None
+                    for f in encode_sentence(self.tokenizer, s.words, ids, max_length=self.max_length,
+                                             stride=self.stride, label_all_tokens=self.label_all_tokens,
+                                             b_to_i=b_to_i):
+                        f["example_id"] = i
+                        feats.append(f)
+                return feats
+
+            key = {"task": "ner", "file": file_digest(path), "split": split, "labels": self.labels,
+                   "tokenizer": tokenizer_fingerprint(self.tokenizer), "read": self.read_options,
+                   "plain_text": split == "predict" and not looks_like_conll(path),
+                   "unknown_labels": self.unknown_labels, "max_length": self.max_length, "stride": self.stride,
+                   "label_all_tokens": self.label_all_tokens}
+            self.features[split] = cached_features(self.cache_dir, key, encode)
 
     def hf_collator(self):
         from transformers import DataCollatorForTokenClassification

@@ -120,3 +120,27 @@ def is_valid_iob2(tags: Sequence[str]) -> bool:
             return False
         prev = tag
     return True
+
+
+def entity_records(words: Sequence[str], tags: Sequence[str], confidences: Sequence[float] | None = None) -> list[dict]:
+    """The entities of one tagged sentence, for ``predictions.jsonl``.
+
+    Each: ``text`` (its words joined by single spaces), ``type``, ``start``/``end`` (word offsets, end
+    exclusive), ``start_char``/``end_char`` (offsets in the sentence's words joined by single spaces, end
+    exclusive) and ``confidence`` (the mean probability of the entity's tags, when ``confidences`` holds
+    one per word). Chunks are read as conlleval reads them.
+    """
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    starts, pos = [], 0
+    for w in words:
+        starts.append(pos)
+        pos += len(w) + 1
+    out = []
+    for typ, a, b in get_entities(list(tags)):
+        rec = {"text": " ".join(words[a:b + 1]), "type": typ, "start": a, "end": b + 1,
+               "start_char": starts[a], "end_char": starts[b] + len(words[b])}
+        if confidences is not None:
+            rec["confidence"] = round(float(sum(confidences[a:b + 1]) / (b + 1 - a)), 6)
+        out.append(rec)
+    return out
