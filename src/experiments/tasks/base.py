@@ -67,7 +67,6 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """SHA-256 of a fast tokenizer's full definition (vocabulary, normalizer, special tokens) and class."""
     import hashlib
-
     import json
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
