@@ -29,6 +29,11 @@ baselines:
 sweep:
 	$(PY) -m experiments.sweep $(SWEEP) $(if $(COUNT),--count $(COUNT)) $(ARGS)
 
+# Speed against Hugging Face's Trainer (default and tuned) and a bare loop, in one run (docs/performance.md).
+bench:
+	$(PY) benchmarks/bench.py $(ARGS)
+	$(PY) benchmarks/levers.py
+
 lint:
 	$(PY) -m ruff check src tests
 

@@ -44,7 +44,7 @@ def main() -> None:
             sys.executable, "-m", "experiments", f"experiment={args.experiment}", f"trainer.precision={precision}",
             f"trainer.max_steps={args.steps}", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
             "trainer.log_every_n_steps=1", "callbacks.model_checkpoint=null", "callbacks.early_stopping=null",
-            "callbacks.progress_bar=null", "data.test_file=null", "export=false", f"hydra.run.dir={run_dir}",
+            "callbacks.progress_bar=null", "data.test_file=null", "export.model=false", f"hydra.run.dir={run_dir}",
             "+callbacks.throughput._target_=lightning.pytorch.callbacks.ThroughputMonitor",
             "+callbacks.throughput.batch_size_fn._target_=hydra.utils.get_method",
             "+callbacks.throughput.batch_size_fn.path=experiments.throughput.batch_examples",

@@ -111,7 +111,7 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path, tiny_encoder_dir):
         *data_overrides(files),
         "debug=limit",
         "trainer.precision=32",
-        "export=false",
+        "export.model=false",
         "~callbacks.progress_bar",
     ]
     metrics = []

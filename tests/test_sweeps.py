@@ -122,7 +122,7 @@ def tiny_sweep(tmp_path: Path, encoder: Path, method: str, logger: list[str]) ->
         *data_overrides(files),
         "debug=limit",
         "trainer.precision=32",
-        "export=false",
+        "export.model=false",
         "~callbacks.progress_bar",
         "${args_no_hyphens}",
     ]
@@ -242,7 +242,7 @@ def test_optuna_multirun_optimises_the_returned_metric(tmp_path, tiny_encoder_di
             *data_overrides(files),
             "debug=limit",
             "trainer.precision=32",
-            "export=false",
+            "export.model=false",
             "~callbacks.progress_bar",
         ],
         capture_output=True,
@@ -257,3 +257,29 @@ def test_optuna_multirun_optimises_the_returned_metric(tmp_path, tiny_encoder_di
         for i in range(2)
     ]
     assert best == pytest.approx(max(runs))
+
+
+def test_two_optuna_workers_share_one_sqlite_study(tmp_path, tiny_encoder_dir):
+    """Two sweeper processes, started seconds apart, on one study in a SQLite database: every trial is
+    recorded once, with distinct numbers, and both workers finish."""
+    import time
+
+    import optuna
+
+    files = write_data(tmp_path / "data")
+    db = tmp_path / "study.db"
+    procs = []
+    for worker in range(2):
+        cmd = [sys.executable, "-m", "experiments", "-m", "+hparams_search=ner_optuna", "hydra.sweeper.n_trials=2",
+               f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.study_name=shared",
+               f"hydra.sweep.dir={tmp_path / f'worker{worker}'}", f"model.name_or_path={tiny_encoder_dir}",
+               *data_overrides(files), "debug=limit", "trainer.precision=32", "export.model=false", "~callbacks.progress_bar"]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        time.sleep(3)
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{db}")
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(4))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)

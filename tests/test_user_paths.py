@@ -237,3 +237,19 @@ def test_multirun_goes_on_after_a_failing_job_and_each_job_has_its_own_closed_wa
     assert runs[0]["folder"] != runs[1]["folder"]
     assert runs[1]["config"]["data"]["test_file"] == str(files["test"])
     assert json.loads((sweep / "1" / "metrics.json").read_text())["test/f1"] >= 0
+
+
+def test_test_and_predict_runs_write_next_to_the_trained_run(tmp_path):
+    from experiments.config import run_dir
+
+    run = tmp_path / "outputs" / "ner" / "2026-01-01_00-00-00"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "model").mkdir()
+    (run / "config.yaml").write_text("{}")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert run_dir("ner", "predict", str(ckpt), None, "T") == str(run / "predict_T")
+    assert run_dir("ner", "test", str(ckpt), None, "T") == str(run / "test_T")
+    assert run_dir("ner", "predict", None, str(run / "model"), "T") == str(run / "predict_T")
+    assert run_dir("ner", "train", str(ckpt), None, "T") == "outputs/ner/T"  # resuming keeps Hydra's default
+    assert run_dir("ner", "predict", None, "bert-base-cased", "T") == "outputs/ner/T"  # a hub model
+    assert run_dir("ner", "predict", str(tmp_path / "elsewhere.ckpt"), None, "T") == "outputs/ner/T"

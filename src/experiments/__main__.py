@@ -164,6 +164,7 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
             return {}
         path = reporting.write_jsonl(out / "predictions.jsonl", module.prediction_records(datamodule, "predict", rows))
         log.info("predictions written to %s", path)
+        print(f"predictions written to {path}")
         # Task-specific extra files (e.g. ranking: MIND's prediction.txt), when the module has them.
         if callable(write_outputs := getattr(module, "write_outputs", None)):
             log.info("written: %s", write_outputs(datamodule, "predict", out, rows))
@@ -201,12 +202,17 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
                 write_outputs(datamodule, "test", out)
     if trainer.is_global_zero:
         reporting.write_json(out / "metrics.json", metrics)
-        if cfg.mode == "train" and cfg.export:
+        if cfg.mode == "train" and (cfg.export.model or cfg.export.onnx):
             if best and not tested:
                 # No test run loaded the best checkpoint: load it here, so the export is the best weights.
                 module.load_weights(best)
             written = reporting.export_model(module.model, tokenizer, out / "model")
             log.info("model exported to %s (weights of %s)", written, best or "the last step")
+            if cfg.export.onnx:
+                from experiments.onnx_export import export_onnx
+
+                onnx_path = export_onnx(out / "model", out / "model.onnx", head=str(cfg.model.head))
+                log.info("ONNX model written to %s", onnx_path)
         if key := next((k for k in ("test/f1", "test/accuracy", "test/auc") if k in metrics), None):
             print(f"{key} = {metrics[key]:.4f}   (outputs in {out})")
     return metrics

@@ -40,9 +40,27 @@ def _help_text() -> str:
     return help_text()
 
 
+def run_dir(task_name: str, mode: str, ckpt_path: str | None, model_path: str | None, stamp: str) -> str:
+    """The default run dir (``hydra.run.dir``): ``outputs/<task>/<stamp>``, except that test and predict
+    runs of a trained model write next to that model's run: ``<run>/<mode>_<stamp>`` when ``ckpt_path`` is
+    ``<run>/checkpoints/<file>.ckpt`` or ``model.name_or_path`` is an exported ``<run>/model`` folder."""
+    if mode in ("test", "predict"):
+        for path, depth in ((ckpt_path, 2), (model_path, 1)):
+            if not path or path in ("last", "best"):
+                continue
+            p = Path(str(path)).expanduser()
+            owner = p.parents[depth - 1] if len(p.parents) >= depth else None
+            marker = p.parent.name == "checkpoints" if depth == 2 else p.name == "model" and p.is_dir()
+            if owner is not None and marker and (owner / "config.yaml").exists():
+                return str(owner / f"{mode}_{stamp}")
+    return f"outputs/{task_name}/{stamp}"
+
+
 def register_resolvers() -> None:
-    """Register ``${resource:...}``, ``${embedded_model:...}`` and ``${help_text:}`` (idempotent)."""
-    for name, fn in (("resource", resource_path), ("embedded_model", _embedded_model), ("help_text", _help_text)):
+    """Register ``${resource:...}``, ``${embedded_model:...}``, ``${help_text:}`` and ``${run_dir:...}``
+    (idempotent)."""
+    for name, fn in (("resource", resource_path), ("embedded_model", _embedded_model), ("help_text", _help_text),
+                     ("run_dir", run_dir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)
 

@@ -129,8 +129,9 @@ class EncoderModule(L.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("no optimizer given to the module")
-        weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
-        optimizer = self.optimizer_factory(decay_groups(self.model, weight_decay))
+        factory = self._optimizer_with_kernel(self.optimizer_factory)
+        weight_decay = getattr(factory, "keywords", {}).get("weight_decay", 0.0)
+        optimizer = factory(decay_groups(self.model, weight_decay))
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
@@ -140,6 +141,21 @@ class EncoderModule(L.LightningModule):
             num_training_steps=total,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _optimizer_with_kernel(self, factory: Callable[..., torch.optim.Optimizer]) -> Callable[..., Any]:
+        """Resolve ``fused="auto"`` (``optimizer.fused: auto``): the fused kernel (one kernel for every
+        parameter's update; measured 12x faster AdamW steps than ``foreach`` on a 2-core CPU, docs/performance.md)
+        under plain fp32 precision, where Lightning can clip its gradients; ``foreach`` under mixed
+        precision, where Lightning refuses to clip the gradients of a fused optimizer."""
+        keywords = dict(getattr(factory, "keywords", {}) or {})
+        if keywords.get("fused") != "auto":
+            return factory
+        import functools
+
+        precision = str(getattr(self.trainer, "precision", "32-true")) if self._trainer is not None else "32-true"
+        fused = precision in ("32-true", "32", "64-true", "64")
+        keywords.update(fused=True if fused else None, foreach=None if fused else True)
+        return functools.partial(factory.func, *factory.args, **keywords)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["finetune"] = self.finetune

@@ -50,7 +50,7 @@ def pad_extras(collator: Callable[[list[dict]], dict], features: list[dict]) -> 
 
 
 # Bumped whenever encoding changes in a way the cache key does not see.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -108,17 +108,47 @@ def cached_features(cache_dir: str | None, key: dict[str, Any], compute: Callabl
     log = logging.getLogger(__name__)
     if os.path.isfile(path):
         try:
-            feats = torch.load(path, weights_only=True)
+            feats = _unpack(torch.load(path, weights_only=True))
             log.info("features read from the cache %s", path)
             return feats
         except Exception as err:  # noqa: BLE001 - a damaged or foreign file: recompute
             log.warning("feature cache %s unreadable (%s): recomputing", path, type(err).__name__)
     feats = compute()
     try:
-        atomic_write(path, lambda fh: torch.save(feats, fh))
+        packed = _pack(feats)
+        atomic_write(path, lambda fh: torch.save(packed, fh))
     except OSError as err:  # a read-only or full cache folder never stops a run
         log.warning("feature cache not written to %s: %s", path, err)
     return feats
+
+
+def _pack(feats: list[dict]) -> dict[str, Any]:
+    """Features as a few flat int64 tensors (fast to save and load): per key, either one value per
+    feature or the concatenated lists with their lengths."""
+    keys = list(feats[0]) if feats else []
+    packed: dict[str, Any] = {"n": len(feats), "keys": keys, "scalar": {}, "flat": {}, "lengths": {}}
+    for k in keys:
+        values = [f[k] for f in feats]
+        if isinstance(values[0], list):
+            packed["lengths"][k] = torch.tensor([len(v) for v in values], dtype=torch.long)
+            packed["flat"][k] = torch.tensor([x for v in values for x in v], dtype=torch.float64
+                                             if any(isinstance(x, float) for v in values for x in v) else torch.long)
+        else:
+            packed["scalar"][k] = torch.tensor(values, dtype=torch.float64 if isinstance(values[0], float)
+                                               else torch.long)
+    return packed
+
+
+def _unpack(packed: dict[str, Any]) -> list[dict]:
+    n = packed["n"]
+    columns: dict[str, list] = {k: v.tolist() for k, v in packed["scalar"].items()}
+    for k, flat in packed["flat"].items():
+        values, out, pos = flat.tolist(), [], 0
+        for length in packed["lengths"][k].tolist():
+            out.append(values[pos:pos + length])
+            pos += length
+        columns[k] = out
+    return [{k: columns[k][i] for k in packed["keys"]} for i in range(n)]
 
 
 class FeaturesDataModule(L.LightningDataModule):
