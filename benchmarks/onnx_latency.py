@@ -40,7 +40,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=50)
     args = parser.parse_args()
     import onnxruntime as ort
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
     from experiments.onnx_export import export_onnx
 
