@@ -9,6 +9,7 @@ the output is ``logits`` (classification heads) or ``last_hidden_state`` (the ra
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -68,11 +69,15 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, head: str, opset: i
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     try:
+        quiet = logging.getLogger("torch.onnx")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # "torchvision is not installed" notes of the op registry
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(Wrapped(model), (), str(tmp), kwargs=inputs, input_names=names, output_names=[output],
                               dynamic_shapes={n: {0: batch, 1: seq} for n in names}, opset_version=opset,
-                              dynamo=True, external_data=False)
+                              dynamo=True, external_data=False, verbose=False)
+        quiet.setLevel(level)
         os.replace(tmp, out_path)
     except Exception as err:  # noqa: BLE001 - the exporter raises many types
         tmp.unlink(missing_ok=True)

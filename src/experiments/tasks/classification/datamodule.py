@@ -316,7 +316,15 @@ class TextClassificationDataModule(FeaturesDataModule):
         f = self.files
         hf = self._load_hf()
         if hf is not None:
-            self.examples.update(hf)
+            # Splits the dataset lacks are carved from its train split, as for CSV input.
+            if "validation" in hf:
+                self.examples.update(hf)
+            elif "test" in hf:
+                self.examples["test"] = hf["test"]
+                self._carve(hf["train"], ("train", "validation"),
+                            (1 - self.validation_fraction, self.validation_fraction))
+            else:
+                self._carve(hf["train"], ("train", "validation", "test"), self.split_fractions)
             return
         test_only = self._labels is not None and bool(self._given["test"])
         if not f["train"] or test_only:
