@@ -253,3 +253,14 @@ def test_test_and_predict_runs_write_next_to_the_trained_run(tmp_path):
     assert run_dir("ner", "train", str(ckpt), None, "T") == "outputs/ner/T"  # resuming keeps Hydra's default
     assert run_dir("ner", "predict", None, "bert-base-cased", "T") == "outputs/ner/T"  # a hub model
     assert run_dir("ner", "predict", str(tmp_path / "elsewhere.ckpt"), None, "T") == "outputs/ner/T"
+
+
+def test_a_finished_run_keeps_one_resume_state_and_the_best_weights_once(run_cli, tmp_path):
+    files = write_data(tmp_path / "data")
+    _, run_dir = run_cli("debug=limit", "trainer.max_epochs=2", *data_overrides(files))
+    ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    with_optimizer = [p for p in ckpts if torch.load(p, map_location="cpu", weights_only=True).get("optimizer_states")]
+    assert [p.name for p in with_optimizer] == ["last.ckpt"]  # one resume state
+    best = [p for p in ckpts if p.name != "last.ckpt"]
+    assert len(best) == 1  # the best weights, once, without optimizer state
+    assert "state_dict" in torch.load(best[0], map_location="cpu", weights_only=True)

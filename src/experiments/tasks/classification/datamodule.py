@@ -470,6 +470,7 @@ class TextClassificationDataModule(FeaturesDataModule):
                 feat["example_id"] = i
                 feats.append(feat)
             self.features[split] = feats
+            log.info("%s: %d examples (%s)", split, len(feats), self._origin.get(split, self.files[split]))
         self._write_split_ids()
 
     def _write_split_ids(self) -> None:

@@ -217,6 +217,7 @@ class NERDataModule(FeaturesDataModule):
                    "unknown_labels": self.unknown_labels, "max_length": self.max_length, "stride": self.stride,
                    "label_all_tokens": self.label_all_tokens}
             self.features[split] = cached_features(self.cache_dir, key, encode)
+            log.info("%s: %d sentences, %d windows (%s)", split, len(sentences), len(self.features[split]), path)
 
     def hf_collator(self):
         from transformers import DataCollatorForTokenClassification
