@@ -87,6 +87,7 @@ def help_text(conf: str | Path | None = None) -> str:
             out += [f"  {p.stem:<{pad}}{describe(p, 100 - pad)}" for p in files]
         out.append("")
     out += ["Other keys: mode=train|test|predict, ckpt_path=<.ckpt>|last, seed=N, export.model=true|false, export.onnx=true,",
+            "module.compile=true (torch.compile),",
             "optimizer.lr=..., data.batch_size=..., data.max_length=..., module.decode=viterbi|argmax (NER).", "",
             "Examples:", *[f"  {e}" for e in EXAMPLES], "",
             "Outputs: outputs/<task>/<date_time>/ (or hydra.run.dir=...): config.yaml, metrics.json,",

@@ -62,6 +62,12 @@ class EncoderModule(L.LightningModule):
             ``num_warmup_steps`` and ``num_training_steps``; stepped every optimizer step.
         warmup_ratio: fraction of the optimizer steps used for linear warmup.
         adversary: optional FGM/PGD component (``experiments.finetune.adversarial``).
+        compile: compile the network's forward with ``torch.compile`` (``nn.Module.compile``, in place, so
+            checkpoints and the export keep their keys), dynamic shapes; the compile time is paid in the
+            first steps. Not with an adversary, whose hooks on the embeddings would break the graph.
+
+    Raises:
+        ConfigError: ``compile`` together with an adversary.
     """
 
     def __init__(
@@ -72,10 +78,18 @@ class EncoderModule(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         warmup_ratio: float = 0.1,
         adversary: Any | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         # from_pretrained returns eval mode and Lightning keeps submodule modes: train with dropout.
         self.model = model.train()
+        if compile:
+            if adversary is not None:
+                from experiments.errors import ConfigError
+
+                raise ConfigError("module.compile=true does not work with adversarial training (FGM/PGD hook the "
+                                  "embeddings inside the compiled graph); use it with finetune=full or lora")
+            self.model.compile(dynamic=True)
         self.labels = list(labels)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
