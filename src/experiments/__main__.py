@@ -74,14 +74,9 @@ def _last_checkpoint(run_dir: Path) -> str:
 
 def _gather_ranks(trainer: Any, rows: list | None) -> list:
     """Predict outputs of every DDP rank (each predicted its own share), concatenated; rank order."""
-    rows = list(rows or [])
-    if trainer.world_size == 1:
-        return rows
-    import torch.distributed as dist
+    from experiments.distributed import gather_objects
 
-    gathered: list[Any] = [None] * trainer.world_size
-    dist.all_gather_object(gathered, rows)
-    return [r for part in gathered for r in part]
+    return [r for part in gather_objects(list(rows or []), trainer.world_size) for r in part]
 
 
 def _train_labels(cfg: DictConfig, datamodule: Any) -> list[str]:

@@ -70,3 +70,15 @@ def launch_overrides(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
         if not _given(argv, "hydra/job_logging"):
             extra.append("hydra/job_logging=stdout")
     return extra
+
+
+def gather_objects(obj, world_size: int) -> list:
+    """``obj`` of every DDP rank, index = global rank (``torch.distributed.all_gather_object``); ``[obj]``
+    in a single process. Every rank must call it at the same point."""
+    if world_size == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    gathered: list = [None] * world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered

@@ -295,12 +295,6 @@ def gather_rng_states(trainer: Any) -> list[dict[str, Any]]:
 
     Called while a checkpoint is written, which every rank does at the same point of training.
     """
-    mine = rng_states()
-    world = trainer.world_size if trainer is not None else 1
-    if world == 1:
-        return [mine]
-    import torch.distributed as dist
+    from experiments.distributed import gather_objects
 
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, mine)
-    return gathered
+    return gather_objects(rng_states(), trainer.world_size if trainer is not None else 1)

@@ -124,12 +124,10 @@ class RankingModule(EncoderModule):
     def _gather(self, scores: dict[int, list[float]]) -> dict[int, list[float]]:
         if self.trainer.world_size == 1:
             return scores
-        import torch.distributed as dist
+        from experiments.distributed import gather_objects
 
-        gathered: list[Any] = [None] * self.trainer.world_size
-        dist.all_gather_object(gathered, scores)
         merged: dict[int, list[float]] = {}
-        for part in gathered:
+        for part in gather_objects(scores, self.trainer.world_size):
             merged.update(part)
         return merged
 

@@ -163,12 +163,10 @@ class TokenClassificationModule(EncoderModule):
         """All ranks' rows (DDP); each window is evaluated by exactly one rank."""
         if self.trainer.world_size == 1:
             return rows
-        import torch.distributed as dist
+        from experiments.distributed import gather_objects
 
         mine = {k: torch.cat([r[k] for r in rows]) for k in ("index", "scores", "windows")} if rows else None
-        gathered: list[Any] = [None] * self.trainer.world_size
-        dist.all_gather_object(gathered, mine)
-        return [g for g in gathered if g is not None]
+        return [g for g in gather_objects(mine, self.trainer.world_size) if g is not None]
 
     def _epoch_end(self, stage: str) -> None:
         split = {"val": "validation", "test": "test"}[stage]

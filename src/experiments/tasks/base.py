@@ -164,6 +164,8 @@ class FeaturesDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         cache_dir: folder of the tokenized-feature cache (a second run on the same files, tokenizer and
             options reads its features from there); None disables it.
+        seed: seed of the training order (the run's ``seed``): the permutation of epoch ``e`` depends only on
+            ``(seed, e)``.
     """
 
     def __init__(
@@ -177,10 +179,12 @@ class FeaturesDataModule(L.LightningDataModule):
         pad_to_multiple_of: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         self.tokenizer = tokenizer
         self.cache_dir = cache_dir
+        self.seed = int(seed)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_length = max_length
@@ -216,7 +220,7 @@ class FeaturesDataModule(L.LightningDataModule):
                   "persistent_workers": self.num_workers > 0, "generator": torch.Generator()}
         if shuffle:
             sampler = TrainSampler([len(f["input_ids"]) for f in data], batch_size,
-                                   seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+                                   seed=self.seed,
                                    group_by_length=self.group_by_length, num_replicas=world, rank=rank)
             loader = ResumableDataLoader(data, sampler=sampler, **common)
             if self._train_loader_state:
