@@ -30,6 +30,8 @@ EXAMPLES = [
     "python -m experiments task=support_intent finetune=lora trainer.max_epochs=5",
     "python -m experiments mode=predict ckpt_path=outputs/ner/<run>/checkpoints/last.ckpt "
     "data.predict_file=sentences.txt",
+    "python -m experiments task=support_intent mode=predict model.name_or_path=outputs/support_intent/<run>/model "
+    "data.predict_file=texts.txt   # writes into <run>/predict_<time>/",
 ]
 
 
