@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_config
-from experiments.tracking import metric_goal, objective, parse_report, per_type_figure
+from experiments.tracking import class_table, metric_goal, objective, per_type_figure, protocol_table
 from test_cli import data_overrides, write_data
 
 BLOCK = 32 * 1024
@@ -143,25 +143,24 @@ def test_offline_run_logs_config_metrics_report_and_artifacts(wandb_env, tmp_pat
     assert len(history) == 2 and all("val/f1" in row for row in history)
 
 
-def test_parse_report_reads_seqeval_and_sklearn_style_tables():
-    text = """              precision    recall  f1-score   support
+def test_report_tables_come_from_the_structured_results():
+    import torch
 
-         LOC     0.5000    1.0000    0.6667         1
- credit card     1.0000    0.5000    0.6667         2
+    from experiments.tasks.classification.metrics import single_label_scores
+    from experiments.tasks.ner.metrics import entity_scores
 
-    accuracy                         0.7500         4
-   micro avg     0.6667    0.6667    0.6667         3
-
-macro avg over the 2 of 3 classes that occur: 0.5
-"""
-    columns, rows = parse_report(text)
+    # Confusion matrix, rows gold: a (2: both right), b (2: one right, one predicted a). By hand: a P 2/3 R 1,
+    # b P 1 R 1/2.
+    cm = torch.tensor([[2, 0], [1, 1]])
+    columns, rows = class_table(["a", "b"], single_label_scores(cm))
     assert columns == ["label", "precision", "recall", "f1-score", "support"]
-    assert rows == [
-        ["LOC", 0.5, 1.0, 0.6667, 1],
-        ["credit card", 1.0, 0.5, 0.6667, 2],
-        ["accuracy", None, None, 0.75, 4],
-        ["micro avg", 0.6667, 0.6667, 0.6667, 3],
-    ]
+    assert rows[0][:2] == ["a", pytest.approx(2 / 3)] and rows[0][2:] == [1.0, pytest.approx(0.8), 2]
+    assert rows[1] == ["b", 1.0, 0.5, pytest.approx(2 / 3), 2]
+    assert [r[0] for r in rows[2:]] == ["macro avg", "weighted avg"]
+    columns, rows = protocol_table(entity_scores([["B-PER", "O"]], [["I-PER", "O"]])["protocols"])
+    assert columns[:2] == ["protocol", "label"]
+    by = {(r[0], r[1]): r for r in rows}
+    assert by[("conlleval", "PER")][4] == 1.0 and by[("strict", "micro avg")][4] == 0.0
 
 
 def test_per_type_figure_only_for_entity_types():

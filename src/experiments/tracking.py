@@ -45,37 +45,22 @@ def wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
     return [lg for lg in loggers if isinstance(lg, WandbLogger)]
 
 
-def parse_report(text: str) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of a seqeval / scikit-learn style text report (``label  p  r  f1  support``).
-
-    Rows with fewer numbers than columns (``accuracy  0.91  200``) fill the last columns; lines that
-    are not rows (notes, blank lines) are skipped. Returns ``(["label", *header], rows)``.
-    """
-    header: list[str] = []
+def class_table(labels: Sequence[str], scores: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the per-class scores of a classification result
+    (``tasks.classification.metrics.single_label_scores`` / ``multi_label_scores``): one row per class, then
+    the macro and weighted averages (and micro, multi-label)."""
+    per = scores["per_class"]
+    columns = ["label", "precision", "recall", "f1-score", "support"]
     rows: list[list[Any]] = []
-    for line in text.splitlines():
-        tokens = line.split()
-        if not tokens:
-            continue
-        if not header:
-            if "support" in tokens or "f1-score" in tokens:
-                header = tokens
-            continue
-        numbers: list[float] = []
-        for tok in reversed(tokens):
-            try:
-                numbers.insert(0, float(tok))
-            except ValueError:
-                break
-        label = " ".join(tokens[: len(tokens) - len(numbers)])
-        if not label or not numbers or len(numbers) > len(header) or (len(numbers) < 2 < len(header)):
-            continue
-        values: list[Any] = [None] * (len(header) - len(numbers)) + numbers
-        values = [
-            int(v) if h == "support" and v is not None else v for h, v in zip(header, values, strict=True)
-        ]
-        rows.append([label, *values])
-    return ["label", *header], rows
+    for i, label in enumerate(labels[: len(per["f1"])]):
+        rows.append([label, float(per["precision"][i]), float(per["recall"][i]), float(per["f1"][i]),
+                     int(per["support"][i])])
+    total = int(sum(int(x) for x in per["support"]))
+    for avg in ("micro", "macro", "weighted"):
+        if avg in scores:
+            r = scores[avg]
+            rows.append([f"{avg} avg", float(r["precision"]), float(r["recall"]), float(r["f1"]), total])
+    return columns, rows
 
 
 def protocol_table(protocols: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -176,10 +161,13 @@ class Tracking(Callback):
         result = getattr(pl_module, "results", {}).get("test")
         if not loggers or not result:
             return
-        if "protocols" in result:  # NER: the structured per-type rows of both protocols
+        # Built from the structured result; the text report is never parsed back.
+        if "protocols" in result:  # NER: per-type rows of both protocols
             columns, rows = protocol_table(result["protocols"])
+        elif "per_class" in (result.get("scores") or {}):  # classification: per-class rows
+            columns, rows = class_table(result.get("labels") or [], result["scores"])
         else:
-            columns, rows = parse_report(result.get("report") or "")
+            columns, rows = [], []
         figure = None
         if "confusion_matrix_png" not in result:  # classification modules log their confusion matrix
             figure = per_type_figure(result.get("metrics") or {})
