@@ -140,7 +140,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     failed = True
     try:
-        metrics = _fit_test_write(cfg, trainer, module, datamodule, tokenizer, out)
+        metrics = _fit_test_write(cfg, trainer, module, datamodule, tokenizer, out, (trainable, total))
         failed = False
     finally:
         # W&B: the exported model as an artifact (if asked); the run is closed even when this one failed.
@@ -149,8 +149,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any, tokenizer: Any,
-                    out: Path) -> dict[str, Any]:
-    """Run ``cfg.mode`` on an assembled trainer, module and datamodule; write the run's files."""
+                    out: Path, params: tuple[int, int]) -> dict[str, Any]:
+    """Run ``cfg.mode`` on an assembled trainer, module and datamodule; write the run's files.
+    ``params``: the (trainable, total) parameter counts, reported in ``metrics.json``."""
     from experiments import reporting
 
     if cfg.mode == "predict":
@@ -165,8 +166,7 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
             log.info("written: %s", write_outputs(datamodule, "predict", out, rows))
         return {}
 
-    trainable, total = module.trainable_parameters()
-    metrics: dict[str, Any] = {"train/trainable_params": trainable, "train/total_params": total}
+    metrics: dict[str, Any] = {"train/trainable_params": params[0], "train/total_params": params[1]}
     best = ""
     if cfg.mode == "train":
         start = time.perf_counter()

@@ -138,8 +138,9 @@ NORMS = ("example", "batch")
 
 
 def _l2(r: Tensor, norm: str) -> Tensor:
-    """L2 norm of ``r`` per example (``[B, 1, ..., 1]``, over all dims but the first) or over the batch."""
-    if norm == "batch":
+    """L2 norm of ``r`` per example (``[B, 1, ..., 1]``, over all dims but the first) or over the batch
+    (a scalar; also for a ``r`` without a batch dimension)."""
+    if norm == "batch" or r.dim() < 2:
         return torch.linalg.vector_norm(r)
     return torch.linalg.vector_norm(r.flatten(1), dim=1).reshape(-1, *([1] * (r.dim() - 1)))
 
@@ -159,11 +160,6 @@ def _direction(loss: Tensor, embedded: Tensor | None, retain_graph: bool, norm: 
     if g is None:
         return None
     g = g.to(torch.promote_types(g.dtype, torch.float32))
-    if norm == "batch" or g.dim() < 2:
-        n = torch.linalg.vector_norm(g)
-        if not bool(torch.isfinite(n)) or n.item() == 0.0:
-            return None
-        return g / n
     n = _l2(g, norm)
     if not bool(torch.isfinite(n).all()) or not bool((n > 0).any()):
         return None
@@ -277,6 +273,5 @@ class PGD(_EmbeddingAdversary):
             if u is None:
                 return None
             r = self.alpha * u if r is None else r + self.alpha * u
-            size = _l2(r, self.norm) if r.dim() >= 2 else torch.linalg.vector_norm(r)
-            r = r * torch.clamp(self.epsilon / size.clamp(min=torch.finfo(r.dtype).tiny), max=1.0)
+            r = r * torch.clamp(self.epsilon / _l2(r, self.norm).clamp(min=torch.finfo(r.dtype).tiny), max=1.0)
         return r

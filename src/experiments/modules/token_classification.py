@@ -176,7 +176,11 @@ class TokenClassificationModule(EncoderModule):
         all_gold = dm.gold_tags(split)
         examples = self.evaluated_examples(rows, dm.windows_per_example(split))
         gold = [all_gold[i] for i in examples]
-        pred, confidences = self.decode(rows, [len(g) for g in all_gold], examples, with_confidence=True)
+        n_words = [len(g) for g in all_gold]
+        if stage == "test":  # confidences go to predictions.jsonl, written for test only
+            pred, confidences = self.decode(rows, n_words, examples, with_confidence=True)
+        else:
+            pred, confidences = self.decode(rows, n_words, examples), None
         scores = entity_scores(gold, pred, unseen_types=dm.unseen_types(split))
         for key, value in scores["metrics"].items():
             self.log(f"{stage}/{key}", value, prog_bar=key == "f1")

@@ -81,10 +81,12 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{text}".encode()).hexdigest()
 
 
-def cached_features(cache_dir: str | None, key: dict[str, Any], compute: Callable[[], list[dict]]) -> list[dict]:
-    """``compute()``, or its result stored under ``cache_dir`` by an earlier run with the same ``key``.
+def cached_features(cache_dir: str | None, key: Callable[[], dict[str, Any]],
+                    compute: Callable[[], list[dict]]) -> list[dict]:
+    """``compute()``, or its result stored under ``cache_dir`` by an earlier run with the same ``key()``.
 
-    The key must name everything the features depend on (tokenizer fingerprint, file digests, options);
+    ``key`` is called only when there is a cache (it hashes files and the tokenizer). The key must name
+    everything the features depend on (tokenizer fingerprint, file digests, options);
     :data:`CACHE_VERSION` and the package version are added. Files are written atomically and read with
     ``torch.load(weights_only=True)``, which unpickles plain containers and numbers only. A file that
     cannot be read is recomputed and replaced. ``cache_dir=None`` disables the cache.
@@ -102,7 +104,7 @@ def cached_features(cache_dir: str | None, key: dict[str, Any], compute: Callabl
         version = metadata.version("experiments")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
         version = "source"
-    full = {**key, "cache_version": CACHE_VERSION, "package": version}
+    full = {**key(), "cache_version": CACHE_VERSION, "package": version}
     digest = hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:32]
     path = os.path.join(cache_dir, f"{digest}.pt")
     log = logging.getLogger(__name__)

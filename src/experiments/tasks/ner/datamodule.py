@@ -183,10 +183,12 @@ class NERDataModule(FeaturesDataModule):
         return counts
 
     def setup(self, stage: str | None = None) -> None:
-        """Read and encode the splits that ``stage`` uses (fit: train and validation; validate; test;
-        predict; None: every configured split), so that test and predict runs read no training file."""
+        """Read and encode the splits that ``stage`` uses (``tasks.base.STAGE_SPLITS``: fit reads train,
+        validation and test; None: every configured split), so that test and predict runs read no
+        training file."""
         label2id = {tag: i for i, tag in enumerate(self.labels)}
         b_to_i = b_to_i_map(label2id)
+        fingerprint = tokenizer_fingerprint(self.tokenizer) if self.cache_dir else None  # once, for the cache
         for split in STAGE_SPLITS.get(stage, tuple(self.files)):
             path = self.files[split]
             if not path or split in self.features:
@@ -211,11 +213,13 @@ class NERDataModule(FeaturesDataModule):
                         feats.append(f)
                 return feats
 
-            key = {"task": "ner", "file": file_digest(path), "split": split, "labels": self.labels,
-                   "tokenizer": tokenizer_fingerprint(self.tokenizer), "read": self.read_options,
-                   "plain_text": split == "predict" and not looks_like_conll(path),
-                   "unknown_labels": self.unknown_labels, "max_length": self.max_length, "stride": self.stride,
-                   "label_all_tokens": self.label_all_tokens}
+            def key(split: str = split, path: str = path) -> dict[str, Any]:
+                return {"task": "ner", "file": file_digest(path), "split": split, "labels": self.labels,
+                        "tokenizer": fingerprint, "read": self.read_options,
+                        "plain_text": split == "predict" and not looks_like_conll(path),
+                        "unknown_labels": self.unknown_labels, "max_length": self.max_length,
+                        "stride": self.stride, "label_all_tokens": self.label_all_tokens}
+
             self.features[split] = cached_features(self.cache_dir, key, encode)
             log.info("%s: %d sentences, %d windows (%s)", split, len(sentences), len(self.features[split]), path)
 
