@@ -158,7 +158,7 @@ class EncoderModule(L.LightningModule):
 
     def _optimizer_with_kernel(self, factory: Callable[..., torch.optim.Optimizer]) -> Callable[..., Any]:
         """Resolve ``fused="auto"`` (``optimizer.fused: auto``): the fused kernel (one kernel for every
-        parameter's update; measured 12x faster AdamW steps than ``foreach`` on a 2-core CPU, docs/performance.md)
+        parameter's update; measured 6-13x faster AdamW steps than ``foreach`` on a 2-core CPU, docs/performance.md)
         under plain fp32 precision, where Lightning can clip its gradients; ``foreach`` under mixed
         precision, where Lightning refuses to clip the gradients of a fused optimizer."""
         keywords = dict(getattr(factory, "keywords", {}) or {})
