@@ -30,24 +30,24 @@ every Python version (it never uses Python's salted ``hash()``), and :func:`writ
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import hashlib
-import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from experiments.errors import ConfigError, DataError
-from experiments.tasks.io import read_input_bytes
+from experiments.tasks.splits import stratified_split, write_split_ids
+from experiments.tasks.tables import TABLE_FORMATS, read_text_file
+from experiments.tasks.tables import TableRecord as _Record
+from experiments.tasks.tables import parse_json as _parse_json
+from experiments.tasks.tables import physical_lines as _physical_lines
+from experiments.tasks.tables import scalar as _scalar
+from experiments.tasks.tables import show as _show
+from experiments.tasks.tables import table_format as _table_format
+from experiments.tasks.tables import table_records as _table_records
 
 __all__ = [
     "Example",
@@ -91,16 +91,6 @@ BITEXT_LABELS = ("intent", "category")
 _FIQA_FORM = "a JSON object mapping id -> {sentence, info: [...]} (FiQA task 1)"
 _CLINC_FORM = "a JSON object of splits (train, val, test, oos_train, oos_val, oos_test)"
 DEFAULT_LABEL_DELIMITER = "|"
-TABLE_FORMATS = ("csv", "tsv", "jsonl", "json")
-_EXTENSION_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-}
-_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -122,75 +112,6 @@ class Example:
     text_pair: str | None = None
     id: str = ""
     line: int | None = None
-
-
-# --------------------------------------------------------------------------------------------- text files
-
-
-def read_text_file(path: PathLike) -> str:
-    """Read a whole text file as UTF-8, falling back to Latin-1 for the whole file.
-
-    A leading UTF-8 byte-order mark is removed. If the bytes are not valid UTF-8 the file is decoded as
-    ISO-8859-1 (Latin-1), which never fails; the choice is made once per file, never per line. Line
-    endings are left untouched (the CSV reader needs them).
-
-    Args:
-        path: the file.
-
-    Returns:
-        The decoded text.
-
-    Raises:
-        DataError: the file does not exist or is a directory (line ``None``), or it contains a NUL byte
-            (line of the first one): a UTF-16 or binary file, not text.
-
-    Format source: Financial PhraseBank v1.0 README (ISO-8859-1 files) and shared/data/MANIFEST.md (our
-    AllAgree copy and banking77/Bitext are UTF-8; WNUT-17 dev starts with a BOM).
-    """
-    data = read_input_bytes(path, "UTF-8 or Latin-1 text")
-    if data.startswith(_UTF8_BOM):
-        data = data[len(_UTF8_BOM) :]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-def _show(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to about ``limit`` characters so that a message stays one readable line."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]} ({len(text):,} characters)"
-
-
-def _physical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its end) over ``\\n``/``\\r\\n`` lines only.
-
-    ``str.splitlines`` is not used: it also splits on U+0085, U+2028 and friends, which Latin-1 text and
-    JSON strings may legitimately contain, and the line numbers would then disagree with an editor's.
-    """
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for number, line in enumerate(lines, 1):
-        yield number, line.removesuffix("\r")
-
-
-def _parse_json(p: Path, text: str, line: int | None, expected: str = "") -> Any:
-    """``json.loads`` whose failures are all :class:`DataError`.
-
-    Besides syntax errors (``JSONDecodeError``, with its line: ``line`` is the line the text starts on,
-    or None for a whole file), ``json`` raises ``RecursionError`` on deeply nested arrays or objects and
-    a plain ``ValueError`` on integers of more than 4300 digits (CPython's int conversion limit).
-    """
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = exc.lineno if line is None else line + exc.lineno - 1
-        raise DataError(p, where, f"invalid JSON ({exc.msg} at column {exc.colno}){expected}") from None
-    except RecursionError:
-        raise DataError(p, line, f"invalid JSON (nested too deeply to read){expected}") from None
-    except ValueError as exc:  # int() digit limit
-        raise DataError(p, line, f"invalid JSON ({exc}){expected}") from None
 
 
 def _load_json(p: Path, expected: str) -> Any:
@@ -392,141 +313,6 @@ def read_fiqa(
     return examples
 
 
-# ------------------------------------------------------------------------------------- tables (CSV & co.)
-
-
-@dataclass(frozen=True)
-class _Record:
-    line: int | None  # physical line (JSONL) or row (CSV/TSV); None inside a JSON array
-    where: str  # prefix for messages when line is None ("record 3: "), else ""
-    default_id: str
-    values: Mapping[str, Any]
-
-
-def _table_format(p: Path, fmt: str | None) -> str:
-    if fmt is not None:
-        key = fmt.strip().lower().lstrip(".")
-        if key == "ndjson":
-            key = "jsonl"
-        if key not in TABLE_FORMATS:
-            raise ConfigError(f"format must be one of {', '.join(TABLE_FORMATS)}; got {fmt!r}")
-        return key
-    suffix = p.suffix.lower()
-    if suffix not in _EXTENSION_FORMATS:
-        raise DataError(
-            p,
-            None,
-            f"cannot tell the format from the extension {suffix!r}; expected .csv, .tsv, .jsonl or "
-            ".json, or pass format='csv'|'tsv'|'jsonl'|'json'",
-        )
-    return _EXTENSION_FORMATS[suffix]
-
-
-def _csv_records(p: Path, text: str, fmt: str, needed: Sequence[str]) -> Iterator[_Record]:
-    if fmt == "tsv":
-        # IANA text/tab-separated-values: no quoting, fields cannot hold tabs or line breaks, and a '"'
-        # is an ordinary character.
-        reader = csv.reader(
-            io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True
-        )
-        sep_name = "tab"
-    else:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-        sep_name = "comma"
-    header: list[str] | None = None
-    row = 0
-    end_line = 0
-    while True:
-        start_line = end_line + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            if "field larger than field limit" in str(exc):
-                raise DataError(
-                    p,
-                    row + 1,
-                    f"a field of the row starting on line {start_line} is longer than "
-                    f"{csv.field_size_limit()} characters; expected texts shorter than that (is a quote "
-                    f"left open, or is this not a {fmt.upper()} file?)",
-                ) from None
-            raise DataError(
-                p,
-                row + 1,
-                f"bad {fmt.upper()} quoting ({exc}) in the row starting on line {start_line}; expected "
-                "a quoted field to end with '\"' followed by a separator or line end, with inner quotes doubled",
-            ) from None
-        row += 1
-        end_line = reader.line_num
-        if header is None:
-            if not fields or all(not f.strip() for f in fields):
-                raise DataError(
-                    p, row, f"empty header row; expected column names such as {', '.join(needed)}"
-                )
-            header = [f.strip() for f in fields]
-            found = ", ".join(repr(h) for h in header)
-            for name in needed:
-                if name not in header:
-                    raise DataError(
-                        p,
-                        row,
-                        f"no column {name!r}; columns found: {found}; expected columns {', '.join(needed)}",
-                    )
-                if header.count(name) > 1:
-                    raise DataError(
-                        p, row, f"column {name!r} appears {header.count(name)} times; expected once"
-                    )
-            continue
-        if not fields:  # a blank line: counted as a row (as a spreadsheet does) but holds no example
-            continue
-        if len(fields) != len(header):
-            starts = f" (starts on line {start_line})" if start_line != row else ""
-            raise DataError(
-                p,
-                row,
-                f"{len(fields)} fields{starts}; expected {len(header)} as in the header "
-                f"(a {sep_name} inside a field must be quoted in CSV; TSV fields cannot hold tabs)",
-            )
-        yield _Record(
-            line=row,
-            where="" if start_line == row else f"(starts on line {start_line}) ",
-            default_id=str(row),
-            values=dict(zip(header, fields, strict=True)),
-        )
-    if header is None:
-        raise DataError(
-            p, None, f"empty file; expected a header row with columns such as {', '.join(needed)}"
-        )
-
-
-def _json_records(p: Path, text: str) -> Iterator[_Record]:
-    if text.lstrip().startswith("["):  # a .json file holding one array of objects
-        data = _parse_json(p, text, None, "; expected a JSON array of objects, or one JSON object per line")
-        for number, value in enumerate(data, 1):
-            if not isinstance(value, dict):
-                raise DataError(p, None, f"record {number}: {type(value).__name__}; expected a JSON object")
-            yield _Record(line=None, where=f"record {number}: ", default_id=str(number), values=value)
-        return
-    for number, line in _physical_lines(text):
-        if not line.strip():
-            continue
-        value = _parse_json(p, line, number, "; expected one JSON object per line")
-        if not isinstance(value, dict):
-            raise DataError(p, number, f"{type(value).__name__} on this line; expected a JSON object")
-        yield _Record(line=number, where="", default_id=str(number), values=value)
-
-
-def _scalar(p: Path, rec: _Record, column: str, value: Any, what: str) -> str:
-    """A JSON value that must be a string (ints allowed for ids and labels)."""
-    if isinstance(value, str):
-        return value
-    if what in ("id", "label") and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    shown = json.dumps(value)
-    shown = shown if len(shown) <= 60 else f"{shown[:55]}... ({len(shown):,} characters)"
-    raise DataError(p, rec.line, f"{rec.where}{what} in {column!r} is {shown}; expected a string")
-
 
 def _labels(
     p: Path, rec: _Record, column: str, value: Any, multi_label: bool, delimiter: str
@@ -614,8 +400,7 @@ def read_table(
     if multi_label and not delimiter:
         raise ConfigError("label_delimiter must be a non-empty string")
     needed = [c for c in (text_column, label_column, text_pair_column, id_column) if c is not None]
-    text = read_text_file(p)
-    records = _csv_records(p, text, fmt, needed) if fmt in ("csv", "tsv") else _json_records(p, text)
+    records = _table_records(p, fmt, needed)
     examples: list[Example] = []
     ids: dict[str, int | str] = {}
     for rec in records:
@@ -776,163 +561,3 @@ def read_clinc150(path: PathLike, *, oos: str = "class") -> dict[str, list[Examp
         result[name] = examples
     return result
 
-
-# ------------------------------------------------------------------------------------------- splitting
-
-
-def _check_fractions(fractions: Sequence[float]) -> list[Fraction]:
-    values = list(fractions)
-    if len(values) < 2:
-        raise ValueError(f"fractions needs at least 2 entries (train, validation[, test]); got {values!r}")
-    if any(
-        isinstance(f, bool) or not isinstance(f, int | float) or not math.isfinite(f) or f < 0 for f in values
-    ):
-        raise ValueError(f"fractions must be finite numbers >= 0; got {values!r}")
-    if abs(sum(values) - 1.0) > 1e-6:
-        raise ValueError(f"fractions must sum to 1; got {values!r} (sum {sum(values)})")
-    exact = [Fraction(f).limit_denominator(1_000_000) for f in values]
-    total = sum(exact)
-    return [f / total for f in exact]
-
-
-def _class_seed(seed: int, label: Any) -> list[int]:
-    digest = hashlib.sha256(str(label).encode("utf-8")).digest()
-    return [seed, int.from_bytes(digest[:4], "little")]
-
-
-def _allocate(n: int, fr: Sequence[Fraction], deficit: Sequence[Fraction]) -> list[int]:
-    """Split ``n`` into per-split counts: largest remainder, ties to the split furthest behind, min 1."""
-    k = len(fr)
-    quotas = [n * f for f in fr]
-    counts = [math.floor(q) for q in quotas]
-    leftover = n - sum(counts)
-    order = sorted(range(k), key=lambda s: (-(quotas[s] - counts[s]), -deficit[s], s))
-    for s in order[:leftover]:
-        counts[s] += 1
-    positive = [s for s in range(k) if fr[s] > 0]
-    if n >= len(positive):
-        for s in positive:
-            if counts[s] == 0:
-                donor = max(
-                    (d for d in range(k) if counts[d] >= 2),
-                    key=lambda d: (counts[d] - quotas[d], counts[d], -d),
-                )
-                counts[donor] -= 1
-                counts[s] += 1
-    return counts
-
-
-def stratified_split(
-    labels: Sequence[Any],
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    seed: int = 42,
-) -> tuple[list[int], ...]:
-    """Split indices ``0..len(labels)-1`` into stratified, disjoint parts, identically on every machine.
-
-    Definition (all of it; nothing else influences the result):
-
-    1. Group the indices by label; visit the classes sorted by ``str(label)``.
-    2. Per class of size ``n``: each split ``s`` gets ``floor(n * fractions[s])``; the ``n - sum`` units
-       left go one each to the splits with the largest remainder ``n * fractions[s] - floor(...)``
-       (largest-remainder rounding, so the counts sum to ``n`` exactly); equal remainders go to the split
-       furthest below its running target, ``(size of the classes visited before) * fractions[s]`` minus
-       what the split already holds, then to the earlier split. This keeps the split totals close to
-       ``N * fractions`` instead of always favouring validation over test.
-    3. If ``n`` is at least the number of splits with a fraction > 0, every such split gets at least one
-       example of the class: an empty split takes one from the split with the most surplus over its quota
-       (ties: the larger count, then the earlier split) among those holding 2 or more. With
-       (0.8, 0.1, 0.1), every class with 3 or more examples is in all three splits.
-    4. The class's indices, ascending, are permuted by
-       ``numpy.random.RandomState([seed, h]).permutation(n)`` with ``h`` the first 4 bytes of
-       SHA-256 of ``str(label)`` read little-endian (the legacy ``RandomState`` stream is frozen by
-       NumPy's compatibility policy); the first ``counts[0]`` go to split 0, the next to split 1, etc.
-       A class's membership thus depends only on its own indices, the seed and the counts.
-
-    Multi-label data can be passed as tuples: classes are then the exact label sets.
-
-    Args:
-        labels: one label per example.
-        fractions: 2 (train, validation) or more fractions >= 0 summing to 1.
-        seed: integer in ``[0, 2**32)``.
-
-    Returns:
-        One sorted list of indices per fraction, disjoint and together covering every index.
-
-    Raises:
-        ValueError: fewer than 2 fractions, a negative or non-finite fraction, a sum other than 1 (within
-            1e-6), or a seed outside ``[0, 2**32)``.
-    """
-    fr = _check_fractions(fractions)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32); got {seed!r}")
-    seed = int(seed)
-    groups: dict[Any, list[int]] = {}
-    for index, label in enumerate(labels):
-        groups.setdefault(label, []).append(index)
-    k = len(fr)
-    splits: list[list[int]] = [[] for _ in range(k)]
-    allocated = [0] * k
-    seen = 0
-    for label in sorted(groups, key=str):
-        indices = np.asarray(groups[label], dtype=np.int64)
-        n = len(indices)
-        deficit = [seen * fr[s] - allocated[s] for s in range(k)]
-        counts = _allocate(n, fr, deficit)
-        seen += n
-        shuffled = indices[np.random.RandomState(_class_seed(seed, label)).permutation(n)]
-        start = 0
-        for s, count in enumerate(counts):
-            splits[s].extend(int(i) for i in shuffled[start : start + count])
-            start += count
-            allocated[s] += count
-    return tuple(sorted(part) for part in splits)
-
-
-def write_split_ids(path: PathLike, splits: Mapping[str, Sequence[str]]) -> None:
-    """Write the example ids of each split as JSON, atomically.
-
-    The file is ``{"train": ["12", ...], "validation": [...], ...}`` (keys and order as given), written
-    to a temporary file in the same folder and moved over ``path`` with :func:`os.replace`, so a reader
-    never sees a half-written file. Missing parent folders are created.
-
-    Args:
-        path: destination ``.json`` file.
-        splits: split name -> example ids (strings, e.g. :attr:`Example.id`).
-
-    Returns:
-        None.
-
-    Raises:
-        ValueError: a split name or id is not a string, or an id occurs twice (within or across splits).
-        OSError: the file cannot be written.
-
-    Format source: defined here (this project's split record; read it back with :func:`json.load`).
-    """
-    payload: dict[str, list[str]] = {}
-    owner: dict[str, str] = {}
-    for name, ids in splits.items():
-        if not isinstance(name, str):
-            raise ValueError(f"split names must be strings; got {name!r}")
-        payload[name] = []
-        for example_id in ids:
-            if not isinstance(example_id, str):
-                raise ValueError(f"ids must be strings; got {example_id!r} in split {name!r}")
-            if example_id in owner:
-                raise ValueError(f"id {example_id!r} is in split {owner[example_id]!r} and again in {name!r}")
-            owner[example_id] = name
-            payload[name].append(example_id)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            json.dump(payload, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
