@@ -143,21 +143,33 @@ class TokenClassificationModule(EncoderModule):
         return torch.nonzero(seen >= total).flatten().tolist()
 
     def prediction_records(self, datamodule: Any, split: str, rows: list[dict] | None = None) -> list[dict]:
-        """One JSON-able dict per sentence: ``id`` (its index in the file), ``words``, predicted ``tags``,
-        ``entities`` (:func:`~experiments.tasks.ner.decoding.entity_records`: text, type, word and character
-        offsets, confidence) and, for test, ``gold`` tags (only the sentences that were scored).
+        """One JSON-able dict per sentence: ``id`` (the record's id in a span file, else its index in the
+        file), ``words``, predicted ``tags``, ``entities`` (:func:`~experiments.tasks.ner.decoding.entity_records`:
+        text, type, word and character offsets, confidence; character offsets of the raw ``text`` for span
+        files, which also get ``text``) and, for test, ``gold`` tags (only the sentences that were scored).
 
         ``rows`` are ``predict_step`` outputs (predict split); the test split uses the last test epoch.
         """
-        words = datamodule.words(split)
+        sentences = datamodule.sentences_of(split)
+
+        def record(i: int, tags: list[str], conf: list[float], gold: list[str] | None = None) -> dict:
+            s = sentences[i]
+            rec: dict[str, Any] = {"id": s.id if s.id is not None else i}
+            if s.text is not None:
+                rec["text"] = s.text
+            rec["words"] = s.words
+            if gold is not None:
+                rec["gold"] = gold
+            rec["tags"] = tags
+            rec["entities"] = entity_records(s.words, tags, conf, text=s.text, offsets=s.offsets)
+            return rec
+
         if split == "predict":
-            tags, conf = self.decode(rows or [], [len(w) for w in words], with_confidence=True)
-            return [{"id": i, "words": w, "tags": t, "entities": entity_records(w, t, c)}
-                    for i, (w, t, c) in enumerate(zip(words, tags, conf, strict=True))]
+            tags, conf = self.decode(rows or [], [len(s.words) for s in sentences], with_confidence=True)
+            return [record(i, t, c) for i, (t, c) in enumerate(zip(tags, conf, strict=True))]
         res = self.results["test"]
-        return [{"id": i, "words": words[i], "gold": g, "tags": t, "entities": entity_records(words[i], t, c)}
-                for i, g, t, c in zip(res["examples"], res["gold"], res["predictions"], res["confidences"],
-                                      strict=True)]
+        return [record(i, t, c, g) for i, g, t, c in zip(res["examples"], res["gold"], res["predictions"],
+                                                           res["confidences"], strict=True)]
 
     def _gather(self, rows: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         """All ranks' rows (DDP); each window is evaluated by exactly one rank."""

@@ -71,12 +71,19 @@ class Sentence:
         words: the tokens (characters for the Chinese corpora).
         tags: one IOB2 tag per token (after :func:`read_conll`'s conversion).
         line: 1-based line number, in the source file, of the sentence's first token. The tokens of a
-            sentence are on consecutive lines, so token ``i`` is on line ``line + i``.
+            sentence are on consecutive lines, so token ``i`` is on line ``line + i``. For span files
+            (:mod:`~experiments.tasks.ner.spans`): the record's row or line.
+        text: the raw text the words were split from (span files), else ``None``.
+        offsets: each word's ``(start, end)`` character offsets in ``text`` (span files), else ``None``.
+        id: the record's id (span files), else ``None`` (the sentence's index in its file is its id).
     """
 
     words: list[str]
     tags: list[str]
     line: int
+    text: str | None = None
+    offsets: tuple[tuple[int, int], ...] | None = None
+    id: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.words) != len(self.tags):
@@ -460,7 +467,7 @@ def check_labels(
         replaced += len(bad)
         bad_set = set(bad)
         tags = ["O" if i in bad_set else tag for i, tag in enumerate(s.tags)]
-        out.append(Sentence(list(s.words), tags, s.line))
+        out.append(Sentence(list(s.words), tags, s.line, s.text, s.offsets, s.id))
     return out, replaced
 
 

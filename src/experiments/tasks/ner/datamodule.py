@@ -1,8 +1,11 @@
-"""NER DataModule: CoNLL column files in, word-aligned sub-token features out.
+"""NER DataModule: CoNLL column files or span-annotated tables in, word-aligned sub-token features out.
 
 Why this shape: the label set is read from the training file (and saved with the model); every tag
-scheme is converted to IOB2 on reading; sentences longer than the encoder's window are split into
-overlapping windows so every word is predicted and scored (no gold entity is dropped).
+scheme is converted to IOB2 on reading, and character spans (doccano, Label Studio, CSV) become IOB2 tags
+of BERT-pre-tokenized words (:mod:`~experiments.tasks.ner.spans`); sentences longer than the encoder's
+window are split into overlapping windows so every word is predicted and scored (no gold entity is
+dropped). A span file without validation and test files (Bitext) is carved into seeded stratified splits
+whose ids go to ``split_ids.json``, as the classification family does.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from experiments.tasks.base import (
 from experiments.tasks.io import read_input_bytes
 from experiments.tasks.ner.conll import SCHEMES, Sentence, check_labels, label_list, read_conll
 from experiments.tasks.ner.encoding import b_to_i_map, encode_sentence
+from experiments.tasks.ner.spans import SpanOptions, is_span_file, read_span_file
+from experiments.tasks.splits import stratified_split, write_split_ids
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +81,14 @@ def looks_like_conll(path: str | Path) -> bool:
 
 
 class NERDataModule(FeaturesDataModule):
-    """CoNLL-format NER data (train/validation/test/predict files) for token classification.
+    """NER data (train/validation/test/predict files) for token classification.
 
     Args:
         tokenizer: fast tokenizer of the encoder.
-        train_file, validation_file, test_file: CoNLL column files (absolute paths).
-        predict_file: CoNLL file or plain text, one whitespace-tokenized sentence per line.
+        train_file, validation_file, test_file: CoNLL column files or span files (absolute paths). With a
+            span file for training and neither validation nor test file, the three splits are carved from it.
+        predict_file: CoNLL file, span file (its spans are ignored) or plain text, one whitespace-tokenized
+            sentence per line.
         labels: label list to use instead of the training file's (predict mode, from a checkpoint).
         token_column, tag_column: 0-based column indexes (negative counts from the end).
         separator: column separator; ``None`` = any whitespace.
@@ -91,6 +98,13 @@ class NERDataModule(FeaturesDataModule):
             ``O`` (mapped to ``O`` with a warning counting them).
         label_all_tokens: label continuation sub-tokens with the I- form of the word's tag.
         stride: overlap between windows of a long sentence, in sub-tokens.
+        input_format: ``auto`` (``.jsonl``/``.json``/``.csv``/``.tsv`` are span files, anything else CoNLL),
+            ``conll`` or ``spans``.
+        text_column, spans_column, span_label_column, span_start_column, span_end_column, id_column,
+            stratify_column, snap_spans: how span files are read (:class:`~experiments.tasks.ner.spans.SpanOptions`).
+        split_fractions: train/validation/test fractions of carved splits.
+        split_seed: seed of carved splits (:func:`~experiments.tasks.splits.stratified_split`).
+        output_dir: where ``split_ids.json`` is written when splits are carved (``None``: not written).
         **batching: see ``FeaturesDataModule``.
     """
 
@@ -111,9 +125,32 @@ class NERDataModule(FeaturesDataModule):
         unknown_labels: str = "error",
         label_all_tokens: bool = False,
         stride: int = 32,
+        input_format: str = "auto",
+        text_column: str = "text",
+        spans_column: str | None = None,
+        span_label_column: str | None = None,
+        span_start_column: str | None = None,
+        span_end_column: str | None = None,
+        id_column: str | None = None,
+        stratify_column: str | None = None,
+        snap_spans: bool = False,
+        split_fractions: tuple[float, ...] | list[float] = (0.8, 0.1, 0.1),
+        split_seed: int = 42,
+        output_dir: str | None = None,
         **batching: Any,
     ):
         super().__init__(tokenizer, **batching)
+        if input_format not in ("auto", "conll", "spans"):
+            raise ConfigError(f"data.input_format must be auto, conll or spans; got {input_format!r}")
+        self.input_format = input_format
+        self.span_options = SpanOptions(
+            text_column=text_column, spans_column=spans_column, label_column=span_label_column,
+            start_column=span_start_column, end_column=span_end_column, id_column=id_column,
+            stratify_column=stratify_column, snap=bool(snap_spans))
+        self.split_fractions = [float(f) for f in split_fractions]
+        self.split_seed = int(split_seed)
+        self.output_dir = output_dir
+        self.split_ids: dict[str, list[str]] = {}
         if unknown_labels not in ("error", "O"):
             raise ConfigError(f"data.unknown_labels must be 'error' or 'O', got {unknown_labels!r}")
         if scheme not in ("auto", *SCHEMES):
@@ -124,6 +161,11 @@ class NERDataModule(FeaturesDataModule):
             )
         self.files = {"train": train_file, "validation": validation_file, "test": test_file,
                       "predict": predict_file}
+        f = self.files
+        #: validation and test are carved from a span-annotated training file given alone
+        self.carved = self._spans(f["train"]) and not f["validation"] and not f["test"]
+        if self.carved:  # the entry point reads ``files`` to see which splits exist
+            f["validation"] = f["test"] = f["train"]
         self.read_options = {"token_column": token_column, "tag_column": tag_column,
                              "separator": separator, "char_digit_tokens": char_digit_tokens, "scheme": scheme}
         self.unknown_labels = unknown_labels
@@ -153,14 +195,38 @@ class NERDataModule(FeaturesDataModule):
             raise ConfigError("use_labels() must be called before setup()")
         self._labels = list(labels)
 
+    def _spans(self, path: str | None) -> bool:
+        return bool(path) and (self.input_format == "spans" or (self.input_format == "auto" and is_span_file(path)))
+
     def _read(self, split: str) -> list[Sentence]:
         if split not in self.sentences:
             path = self.files[split]
-            if split == "predict" and not looks_like_conll(path):
+            if split in ("train", "validation", "test") and self.carved:
+                self._carve()
+            elif self._spans(path):
+                self.sentences[split] = read_span_file(path, self.span_options, labelled=split != "predict")[0]
+            elif split == "predict" and not looks_like_conll(path):
                 self.sentences[split] = read_plain_text(path)
             else:
                 self.sentences[split] = read_conll(path, **self.read_options)
         return self.sentences[split]
+
+    def _carve(self) -> None:
+        """Seeded stratified train/validation/test of the training span file; ids to ``split_ids.json``."""
+        sentences, strata = read_span_file(self.files["train"], self.span_options)
+        parts = stratified_split(strata, self.split_fractions, seed=self.split_seed)
+        for name, indices in zip(("train", "validation", "test"), parts, strict=True):
+            self.sentences[name] = [sentences[i] for i in indices]
+            self.split_ids[name] = [str(sentences[i].id) for i in indices]
+        if self.output_dir:
+            write_split_ids(Path(self.output_dir) / "split_ids.json", self.split_ids)
+        log.info("carved %s from %s (seed %d, stratified by %s)",
+                 ", ".join(f"{k} {len(v)}" for k, v in self.split_ids.items()), self.files["train"],
+                 self.split_seed, self.span_options.stratify_column or "entity types")
+
+    def sentences_of(self, split: str) -> list[Sentence]:
+        """The sentences of ``split`` (index = ``example_id``), read on first use."""
+        return self._read(split)
 
     def gold_tags(self, split: str) -> list[list[str]]:
         """Word-level IOB2 gold tags of ``split`` as in the file, index = ``example_id`` (tags unseen in
@@ -214,9 +280,12 @@ class NERDataModule(FeaturesDataModule):
                 return feats
 
             def key(split: str = split, path: str = path) -> dict[str, Any]:
+                spans = self._spans(path)
                 return {"task": "ner", "file": file_digest(path), "split": split, "labels": self.labels,
                         "tokenizer": fingerprint, "read": self.read_options,
-                        "plain_text": split == "predict" and not looks_like_conll(path),
+                        "spans": repr(self.span_options) if spans else None,
+                        "carve": [self.split_fractions, self.split_seed] if spans and self.carved else None,
+                        "plain_text": split == "predict" and not spans and not looks_like_conll(path),
                         "unknown_labels": self.unknown_labels, "max_length": self.max_length,
                         "stride": self.stride, "label_all_tokens": self.label_all_tokens}
 

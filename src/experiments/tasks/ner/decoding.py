@@ -122,24 +122,28 @@ def is_valid_iob2(tags: Sequence[str]) -> bool:
     return True
 
 
-def entity_records(words: Sequence[str], tags: Sequence[str], confidences: Sequence[float] | None = None) -> list[dict]:
+def entity_records(words: Sequence[str], tags: Sequence[str], confidences: Sequence[float] | None = None, *,
+                   text: str | None = None, offsets: Sequence[tuple[int, int]] | None = None) -> list[dict]:
     """The entities of one tagged sentence, for ``predictions.jsonl``.
 
-    Each: ``text`` (its words joined by single spaces), ``type``, ``start``/``end`` (word offsets, end
-    exclusive), ``start_char``/``end_char`` (offsets in the sentence's words joined by single spaces, end
-    exclusive) and ``confidence`` (the mean probability of the entity's tags, when ``confidences`` holds
-    one per word). Chunks are read as conlleval reads them.
+    Each: ``text``, ``type``, ``start``/``end`` (word offsets, end exclusive), ``start_char``/``end_char``
+    (end exclusive) and ``confidence`` (the mean probability of the entity's tags, when ``confidences``
+    holds one per word). With ``text`` and ``offsets`` (one ``(start, end)`` per word, from a span file)
+    the character offsets are those of the original text and ``text`` is its slice; otherwise they are
+    offsets in the words joined by single spaces. Chunks are read as conlleval reads them.
     """
     from seqeval.metrics.sequence_labeling import get_entities
 
-    starts, pos = [], 0
-    for w in words:
-        starts.append(pos)
-        pos += len(w) + 1
+    if offsets is None or text is None:
+        offsets, pos = [], 0
+        for w in words:
+            offsets.append((pos, pos + len(w)))
+            pos += len(w) + 1
+        text = " ".join(words)
     out = []
     for typ, a, b in get_entities(list(tags)):
-        rec = {"text": " ".join(words[a:b + 1]), "type": typ, "start": a, "end": b + 1,
-               "start_char": starts[a], "end_char": starts[b] + len(words[b])}
+        start, end = offsets[a][0], offsets[b][1]
+        rec = {"text": text[start:end], "type": typ, "start": a, "end": b + 1, "start_char": start, "end_char": end}
         if confidences is not None:
             rec["confidence"] = round(float(sum(confidences[a:b + 1]) / (b + 1 - a)), 6)
         out.append(rec)
