@@ -65,15 +65,16 @@ def check(cfg) -> list[str]:
     return problems
 
 
+FAMILY_GROUP = {"recommendation": "recommender", "support_response": "answer_model"}
 COMBOS = [(t, m, f, r) for t, m, f in itertools.product(options("task"), options("model"), options("finetune"))
-          for r in (options("recommender") if t == "recommendation" else [None])]
+          for r in ([f"{FAMILY_GROUP[t]}={o}" for o in options(FAMILY_GROUP[t])] if t in FAMILY_GROUP else [None])]
 
 
-@pytest.mark.parametrize("task,model,finetune,recommender", COMBOS)
-def test_every_target_node_binds(task, model, finetune, recommender, tmp_path):
+@pytest.mark.parametrize("task,model,finetune,family", COMBOS)
+def test_every_target_node_binds(task, model, finetune, family, tmp_path):
     overrides = [f"task={task}", f"model={model}", f"finetune={finetune}"]
-    if recommender:
-        overrides.append(f"recommender={recommender}")
+    if family:
+        overrides.append(family)
     cfg = compose_config(overrides, output_dir=tmp_path)
     OmegaConf.resolve(cfg)
     assert check(cfg) == []

@@ -17,6 +17,7 @@ GROUPS = {
     "model": "the pretrained encoder",
     "finetune": "the strategy: full, LoRA, adversarial",
     "recommender": "model family of task=recommendation",
+    "answer_model": "model family of task=support_response",
     "trainer": "Lightning Trainer: devices, precision, epochs (any trainer.<arg>=...)",
     "callbacks": "checkpoints, early stopping, progress bar",
     "logger": "where metrics go",
