@@ -43,6 +43,7 @@ def test_three_tiny_models_answer_a_message(run_cli, tmp_path, capsys):
     run_cli("task=ner", "dataset=bitext_slots", *common, run_dir=runs / "slots")
     run_cli("task=support_response", *common, "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
             run_dir=runs / "answers")
+    capsys.readouterr()  # the training runs' own output
     main(["--runs", str(runs), "--pool", str(data), "cancel order 17", "where is my refund"])
     first, second = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert first["message"] == "cancel order 17" and first["intent"] in ("cancel_order", "track_refund")

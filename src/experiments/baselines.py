@@ -207,11 +207,9 @@ def run_baseline(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
+    from experiments.config import split_passthrough
+
+    argv, extra = split_passthrough(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog="python -m experiments.baselines",
         description="Run pinned paper baselines over seeds and compare with the paper. "

@@ -213,3 +213,11 @@ class _DropAdverts:
 
     def filter(self, record) -> bool:
         return "litlogger" not in record.getMessage()
+
+
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(own arguments, overrides)``: ``argv`` split at the first ``--``; what follows goes to every run."""
+    if "--" not in argv:
+        return list(argv), []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]

@@ -21,7 +21,7 @@ from experiments.errors import ConfigError, DataError
 from experiments.tasks.io import read_input_bytes
 
 __all__ = ["TABLE_FORMATS", "TableRecord", "read_text_file", "table_format", "table_records", "scalar",
-           "parse_json", "physical_lines", "show"]
+           "parse_json", "physical_lines", "show", "require"]
 
 PathLike = str | os.PathLike[str]
 
@@ -236,6 +236,19 @@ def scalar(p: Path, rec: TableRecord, column: str, value: Any, what: str) -> str
     shown = json.dumps(value)
     shown = shown if len(shown) <= 60 else f"{shown[:55]}... ({len(shown):,} characters)"
     raise DataError(p, rec.line, f"{rec.where}{what} in {column!r} is {shown}; expected a string")
+
+
+def require(p: Path, rec: TableRecord, needed: Sequence[str]) -> None:
+    """Check that ``rec`` has every key of ``needed`` (JSON records: each has its own keys).
+
+    Raises:
+        DataError: a key is missing; the message lists the keys found.
+    """
+    for name in needed:
+        if name not in rec.values:
+            found = ", ".join(repr(k) for k in rec.values)
+            raise DataError(p, rec.line, f"{rec.where}no key {name!r}; keys found: {found}; expected keys "
+                            f"{', '.join(needed)}")
 
 
 def table_records(p: Path, fmt: str, needed: Sequence[str]) -> Iterator[TableRecord]:

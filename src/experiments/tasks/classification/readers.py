@@ -44,6 +44,7 @@ from experiments.tasks.tables import TABLE_FORMATS, read_text_file
 from experiments.tasks.tables import TableRecord as _Record
 from experiments.tasks.tables import parse_json as _parse_json
 from experiments.tasks.tables import physical_lines as _physical_lines
+from experiments.tasks.tables import require as _require
 from experiments.tasks.tables import scalar as _scalar
 from experiments.tasks.tables import show as _show
 from experiments.tasks.tables import table_format as _table_format
@@ -405,14 +406,7 @@ def read_table(
     ids: dict[str, int | str] = {}
     for rec in records:
         values = rec.values
-        for name in needed:
-            if name not in values:
-                found = ", ".join(repr(k) for k in values)
-                raise DataError(
-                    p,
-                    rec.line,
-                    f"{rec.where}no key {name!r}; keys found: {found}; expected keys {', '.join(needed)}",
-                )
+        _require(p, rec, needed)
         sentence = _scalar(p, rec, text_column, values[text_column], "text").strip()
         if not sentence:
             raise DataError(

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.errors import DataError
-from experiments.tasks.tables import scalar, table_format, table_records
+from experiments.tasks.tables import require, scalar, table_format, table_records
 
 __all__ = ["Pair", "read_pairs", "bm25_scores", "r10_negatives", "tokens"]
 
@@ -66,10 +66,7 @@ def read_pairs(path: str | os.PathLike[str], *, message_column: str = "instructi
     pairs: list[Pair] = []
     seen: set[str] = set()
     for rec in table_records(p, fmt, needed):
-        for name in needed:
-            if name not in rec.values:
-                raise DataError(p, rec.line, f"{rec.where}no key {name!r}; keys found: "
-                                f"{', '.join(map(repr, rec.values))}; expected {', '.join(needed)}")
+        require(p, rec, needed)
         message = scalar(p, rec, message_column, rec.values[message_column], "text").strip()
         if not message:
             raise DataError(p, rec.line, f"{rec.where}empty message in {message_column!r}; expected a text")

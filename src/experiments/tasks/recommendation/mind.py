@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from experiments.errors import DataError
+from experiments.tasks.io import read_input_bytes
 
 NEWS_COLUMNS = (
     "news_id", "category", "subcategory", "title", "abstract", "url", "title_entities", "abstract_entities",
@@ -87,12 +88,7 @@ class MindSplit:
 
 def _lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its end) for every non-blank line of a UTF-8 file."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, None, f"file not found; expected MIND {what}") from None
-    except IsADirectoryError:
-        raise DataError(path, None, f"is a directory; expected MIND {what}") from None
+    data = read_input_bytes(path, f"MIND {what}")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
