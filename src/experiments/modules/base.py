@@ -148,7 +148,15 @@ class EncoderModule(L.LightningModule):
         optimizer = factory(decay_groups(self.model, weight_decay))
         if self.scheduler_factory is None:
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
+        total = int(self.trainer.estimated_stepping_batches)  # real optimizer steps (accumulation, limits)
+        batches, accumulate = self.trainer.num_training_batches, self.trainer.accumulate_grad_batches
+        if batches < accumulate:
+            from experiments.errors import ConfigError
+
+            # Lightning divides every loss by the factor, so a shorter epoch would shrink each step's gradient.
+            raise ConfigError(f"an epoch has {batches} training batches, fewer than trainer.accumulate_grad_batches="
+                              f"{accumulate}; set trainer.accumulate_grad_batches<={batches} or a smaller "
+                              "data.batch_size (few-shot data makes short epochs)")
         scheduler = self.scheduler_factory(
             optimizer=optimizer,
             num_warmup_steps=int(self.warmup_ratio * total),

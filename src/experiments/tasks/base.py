@@ -10,6 +10,7 @@ exactly; under DDP, validation and test see every example exactly once. A task o
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,9 @@ STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
     "test": ("test",),
     "predict": ("predict",),
 }
+
+
+log = logging.getLogger(__name__)
 
 
 def pad_extras(collator: Callable[[list[dict]], dict], features: list[dict]) -> dict[str, Any]:
@@ -168,6 +172,15 @@ class FeaturesDataModule(L.LightningDataModule):
             options reads its features from there); None disables it.
         seed: seed of the training order (the run's ``seed``): the permutation of epoch ``e`` depends only on
             ``(seed, e)``.
+        k_shot: train on K examples per class (NER: K mentions per entity type) drawn from the training
+            split (:mod:`~experiments.tasks.kshot`); ``None``: all of it.
+        k_shot_seed: seed of the K-shot draw (independent of ``seed``, so one draw can be trained with
+            several seeds).
+        k_shot_dev: with ``k_shot``, a development set of this many examples per class drawn from the
+            training pool, disjoint from the draw (LM-BFF); ``None``: the configured validation split.
+
+    Raises:
+        ConfigError: ``k_shot`` or ``k_shot_dev`` is not a positive integer (or null).
     """
 
     def __init__(
@@ -182,8 +195,19 @@ class FeaturesDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         seed: int = 0,
+        k_shot: int | None = None,
+        k_shot_seed: int = 0,
+        k_shot_dev: int | None = None,
     ):
         super().__init__()
+        from experiments.errors import ConfigError
+
+        for key, value in (("k_shot", k_shot), ("k_shot_dev", k_shot_dev)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"data.{key} must be null or a positive integer; got {value!r}")
+        if k_shot_dev is not None and k_shot is None:
+            raise ConfigError("data.k_shot_dev needs data.k_shot")
+        self.k_shot, self.k_shot_seed, self.k_shot_dev = k_shot, int(k_shot_seed), k_shot_dev
         self.tokenizer = tokenizer
         self.cache_dir = cache_dir
         self.seed = int(seed)
@@ -196,6 +220,16 @@ class FeaturesDataModule(L.LightningDataModule):
         self.features: dict[str, list[dict]] = {}
         self._train_loader: Any = None
         self._train_loader_state: dict[str, int] | None = None
+
+    def record_kshot(self, output_dir: str | None, ids: dict[str, list[str]]) -> None:
+        """Log the K-shot draw and write its example ids to ``<output_dir>/kshot_ids.json`` (rank 0)."""
+        from experiments.tasks.splits import write_split_ids
+
+        log.info("K-shot draw (K=%d, k_shot_seed=%d): %s", self.k_shot, self.k_shot_seed,
+                 ", ".join(f"{k} {len(v)}" for k, v in ids.items()))
+        trainer = getattr(self, "trainer", None)
+        if output_dir and (trainer is None or trainer.is_global_zero):
+            write_split_ids(os.path.join(output_dir, "kshot_ids.json"), ids)
 
     def hf_collator(self) -> Callable[[list[dict]], dict]:
         """The transformers collator that pads this task's features."""

@@ -308,9 +308,25 @@ class TextClassificationDataModule(FeaturesDataModule):
             self._read_table_source()
         if self.oos is not None and src != "clinc150":
             self._apply_oos_mode()
+        if self.k_shot and self.examples.get("train"):
+            self._draw_kshot()
         for split in ("train", "validation", "test"):
             if split not in self.examples:
                 f[split] = None
+
+    def _draw_kshot(self) -> None:
+        """Keep K examples per class of train (and draw the K-shot dev set from the rest); ids recorded."""
+        from experiments.tasks.kshot import kshot_indices
+
+        pool = self.examples["train"]
+        train, dev = kshot_indices([e.label for e in pool], self.k_shot, self.k_shot_seed, dev=self.k_shot_dev or 0)
+        self.examples["train"] = [pool[i] for i in train]
+        ids = {"train": [pool[i].id for i in train]}
+        if self.k_shot_dev:
+            self.examples["validation"] = [pool[i] for i in dev]
+            self._origin["validation"] = f"{self.files['train']} (K-shot dev draw)"
+            ids["validation"] = [pool[i].id for i in dev]
+        self.record_kshot(self.output_dir, ids)
 
     def _read_table_source(self) -> None:
         f = self.files

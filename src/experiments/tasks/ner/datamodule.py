@@ -173,6 +173,7 @@ class NERDataModule(FeaturesDataModule):
         self.stride = stride
         self._labels = labels
         self.sentences: dict[str, list[Sentence]] = {}
+        self._kshot_drawn = False
 
     @property
     def labels(self) -> list[str]:
@@ -200,6 +201,29 @@ class NERDataModule(FeaturesDataModule):
 
     def _read(self, split: str) -> list[Sentence]:
         if split not in self.sentences:
+            self._read_file(split)
+        if self.k_shot and not self._kshot_drawn and "train" in self.sentences:
+            self._kshot_drawn = True
+            self._draw_kshot()
+        return self.sentences[split]
+
+    def _draw_kshot(self) -> None:
+        """Greedy K mentions per entity type from train (and a K-shot dev set from the rest); ids recorded."""
+        from experiments.tasks.kshot import kshot_ner_indices
+
+        pool = self.sentences["train"]
+        tags = [s.tags for s in pool]
+        train = kshot_ner_indices(tags, self.k_shot, self.k_shot_seed)
+        self.sentences["train"] = [pool[i] for i in train]
+        ids = {"train": [str(pool[i].id if pool[i].id is not None else i) for i in train]}
+        if self.k_shot_dev:
+            dev = kshot_ner_indices(tags, self.k_shot_dev, self.k_shot_seed + 1, exclude=train)
+            self.sentences["validation"] = [pool[i] for i in dev]
+            ids["validation"] = [str(pool[i].id if pool[i].id is not None else i) for i in dev]
+        self.record_kshot(self.output_dir, ids)
+
+    def _read_file(self, split: str) -> None:
+        if split not in self.sentences:
             path = self.files[split]
             if split in ("train", "validation", "test") and self.carved:
                 self._carve()
@@ -209,7 +233,6 @@ class NERDataModule(FeaturesDataModule):
                 self.sentences[split] = read_plain_text(path)
             else:
                 self.sentences[split] = read_conll(path, **self.read_options)
-        return self.sentences[split]
 
     def _carve(self) -> None:
         """Seeded stratified train/validation/test of the training span file; ids to ``split_ids.json``."""
