@@ -63,7 +63,7 @@ def trainer(tmp_path: Path, **kwargs) -> L.Trainer:
 def module(model, labels, tmp_path, **kwargs) -> SequenceClassificationModule:
     return SequenceClassificationModule(
         model=model, labels=labels, optimizer=functools.partial(torch.optim.SGD, lr=0.0), scheduler=None,
-        output_dir=str(tmp_path), **kwargs,
+        **kwargs,
     )
 
 
@@ -237,21 +237,24 @@ def test_report_layout_and_png(tmp_path):
     assert lines[2].split() == ["a", "0.6667", "0.6667", "0.6667", "3"]
     assert "accuracy" in text and "macro avg" in text and "weighted avg" in text
     assert "macro avg over the 3 of 4 classes" in text
-    path = M.save_confusion_matrix(confusion(GOLD, PRED), ["a", "b", "c", "d"], tmp_path / "sub" / "cm.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in path.parent.iterdir()] == ["cm.png"]  # no temporary file left behind
+    fig = M.confusion_figure(confusion(GOLD, PRED), ["a", "b", "c", "d"])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b", "c", "d"]
 
 
-def test_wandb_and_tensorboard_get_the_image(tmp_path):
+def test_the_run_writer_gives_wandb_and_tensorboard_the_image_and_the_table(tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-    from experiments.modules.sequence_classification import log_confusion_image
+    from experiments.evaluation import EvaluationResult
+    from experiments.reporting import write_evaluation
 
     calls = []
 
     class FakeWandb(WandbLogger):
         def log_image(self, key, images, **kwargs):
-            calls.append(("wandb", key, images))
+            calls.append(("wandb", key, type(images[0]).__name__))
+
+        def log_table(self, key, columns, data, **kwargs):
+            calls.append(("table", key, columns, data))
 
     class FakeWriter:
         def add_figure(self, tag, figure, global_step=None, close=True):
@@ -263,8 +266,16 @@ def test_wandb_and_tensorboard_get_the_image(tmp_path):
             return FakeWriter()
 
     fig = M.confusion_figure([[1, 0], [0, 1]], ["a", "b"])
-    log_confusion_image([object.__new__(FakeWandb), object.__new__(FakeTB)], fig, tmp_path / "cm.png", step=3)
-    assert calls == [("wandb", "test/confusion_matrix", [str(tmp_path / "cm.png")]),
+    result = EvaluationResult("test", {"accuracy": 1.0}, report="r\n", records=[{"id": "1"}],
+                              table=(["label", "f1"], [["a", 1.0]]), figures={"confusion_matrix.png": fig},
+                              files={"extra.txt": "x\n"})
+    written = write_evaluation(result, tmp_path, [object.__new__(FakeWandb), object.__new__(FakeTB)], step=3)
+    assert {p.name for p in written} == {"classification_report.txt", "predictions.jsonl", "extra.txt",
+                                         "confusion_matrix.png"}
+    assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)  # no temporary file left
+    assert calls == [("wandb", "test/confusion_matrix", "Figure"),
+                     ("table", "test/classification_report", ["label", "f1"], [["a", 1.0]]),
                      ("tb", "test/confusion_matrix", 3)]
 
 
@@ -291,13 +302,13 @@ def test_module_single_label_epoch_metrics_report_records_and_weights(tmp_path, 
     assert mod.loss_weight.tolist() == pytest.approx([16 / 11, 8 / 11, 16 / 11, 4 / 11])
     trainer(tmp_path).test(mod, datamodule=dm)
     res = mod.results["test"]
-    assert res["metrics"]["accuracy"] == pytest.approx(0.7)
-    assert res["metrics"]["f1_macro"] == pytest.approx(MACRO)
-    assert res["metrics"]["f1"] == pytest.approx(MACRO)
-    assert res["metrics"]["f1_weighted"] == pytest.approx(0.7)
-    assert res["confusion_matrix"] == confusion(GOLD, PRED).tolist()
-    assert "0.6556" in res["report"]  # macro avg f1 in the text table
-    assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert res.metrics["accuracy"] == pytest.approx(0.7)
+    assert res.metrics["f1_macro"] == pytest.approx(MACRO)
+    assert res.metrics["f1"] == pytest.approx(MACRO)
+    assert res.metrics["f1_weighted"] == pytest.approx(0.7)
+    assert res.details["confusion_matrix"] == confusion(GOLD, PRED).tolist()
+    assert "0.6556" in res.report  # macro avg f1 in the text table
+    assert set(res.figures) == {"confusion_matrix.png"} and len(res.records) == 10
     records = mod.prediction_records(dm, "test")
     assert len(records) == 10
     r = records[2]
@@ -318,11 +329,11 @@ def test_module_multi_label_threshold_tuned_on_validation_used_on_test(tmp_path,
     t = trainer(tmp_path)
     t.validate(mod, datamodule=dm)
     assert mod.threshold == pytest.approx(0.35)
-    assert mod.results["val"]["metrics"]["f1_micro"] == pytest.approx(1.0)
+    assert mod.results["val"].metrics["f1_micro"] == pytest.approx(1.0)
     assert mod.model.config.decision_threshold == pytest.approx(0.35)
     t.test(mod, datamodule=dm)
     # test at 0.35: predicted {x}, {x, y}, {y}; gold {x}, {y}, {} -> tp 2, fp 2, fn 0
-    m = mod.results["test"]["metrics"]
+    m = mod.results["test"].metrics
     assert m["f1_micro"] == pytest.approx(4 / 6)
     assert m["subset_accuracy"] == pytest.approx(1 / 3)
     # macro over all labels: x P 1/2 R 1 F1 2/3; y P 1/2 R 1 F1 2/3
@@ -355,13 +366,13 @@ def test_module_oos_threshold_tuned_on_validation(tmp_path, tiny_tokenizer):
     t.validate(mod, datamodule=dm)
     assert mod.threshold == pytest.approx(0.65)
     t.test(mod, datamodule=dm)
-    m = mod.results["test"]["metrics"]
+    m = mod.results["test"].metrics
     assert m["in_scope_accuracy"] == pytest.approx(0.5)
     assert m["oos_recall"] == pytest.approx(1.0)
     assert m["oos_precision"] == pytest.approx(0.6)
     assert m["accuracy"] == pytest.approx(5 / 7)
     assert [r["predicted"] for r in mod.prediction_records(dm, "test")] == ["a", "b", "oos", "oos", "oos", "oos", "oos"]
-    assert "in-scope accuracy 0.5000, recall 1.0000, precision 0.6000" in mod.results["test"]["report"]
+    assert "in-scope accuracy 0.5000, recall 1.0000, precision 0.6000" in mod.results["test"].report
     # the threshold travels with the weights (checkpoints, ddp_spawn) and reaches the exported config
     fresh = module(FixedLogits(tiny_tokenizer, table), labels, tmp_path, oos="threshold", threshold="tune")
     assert fresh.threshold == pytest.approx(0.5)

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_config
-from experiments.tracking import class_table, metric_goal, objective, per_type_figure, protocol_table
+from experiments.tasks.classification.metrics import class_table
+from experiments.tasks.ner.metrics import per_type_figure, protocol_table
+from experiments.tracking import metric_goal, objective
 from test_cli import data_overrides, write_data
 
 BLOCK = 32 * 1024
@@ -164,11 +166,8 @@ def test_report_tables_come_from_the_structured_results():
 
 
 def test_per_type_figure_only_for_entity_types():
-    import matplotlib.pyplot as plt
-
     fig = per_type_figure({"f1": 0.5, "f1_PER": 0.4, "f1_LOC": 0.9, "precision": 0.3})
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["LOC", "PER"]
-    plt.close(fig)
     assert per_type_figure({"f1": 0.5, "f1_macro": 0.3, "accuracy": 0.9}) is None
 
 

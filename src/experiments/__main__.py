@@ -158,12 +158,9 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
         rows = _gather_ranks(trainer, trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path))
         if not trainer.is_global_zero:
             return {}
-        path = reporting.write_jsonl(out / "predictions.jsonl", module.prediction_records(datamodule, "predict", rows))
-        log.info("predictions written to %s", path)
-        print(f"predictions written to {path}")
-        # Task-specific extra files (e.g. ranking: MIND's prediction.txt), when the module has them.
-        if callable(write_outputs := getattr(module, "write_outputs", None)):
-            log.info("written: %s", write_outputs(datamodule, "predict", out, rows))
+        written = reporting.write_evaluation(module.predict_result(datamodule, rows), out)
+        log.info("written: %s", ", ".join(map(str, written)))
+        print(f"predictions written to {out / 'predictions.jsonl'}")
         return {}
 
     metrics: dict[str, Any] = {"train/trainable_params": params[0], "train/total_params": params[1]}
@@ -188,13 +185,9 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
     if tested:
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt)
         if trainer.is_global_zero:
-            result = module.results["test"]
             metrics.update(reporting.flat_metrics(trainer.callback_metrics))
             metrics["test/checkpoint"] = test_ckpt or "last weights"
-            reporting.write_text(out / "classification_report.txt", result["report"])
-            reporting.write_jsonl(out / "predictions.jsonl", module.prediction_records(datamodule, "test"))
-            if callable(write_outputs := getattr(module, "write_outputs", None)):
-                write_outputs(datamodule, "test", out)
+            reporting.write_evaluation(module.results["test"], out, trainer.loggers, step=trainer.global_step)
     if trainer.is_global_zero:
         reporting.write_json(out / "metrics.json", metrics)
         if cfg.mode == "train" and (cfg.export.model or cfg.export.onnx):

@@ -115,3 +115,53 @@ def _save_folder(final: Path, save) -> None:
         shutil.rmtree(old)
     else:
         tmp.rename(final)
+
+
+REPORT_KEY = "classification_report"
+
+
+def write_evaluation(result: Any, out_dir: str | Path, loggers: Iterable[Any] = (), step: int = 0) -> list[Path]:
+    """Write an :class:`~experiments.evaluation.EvaluationResult` into ``out_dir`` and hand it to the loggers.
+
+    Files (each atomic): ``classification_report.txt`` (when ``report``), ``predictions.jsonl`` (test and
+    predict), every ``files`` entry, every ``figures`` entry as PNG. Loggers: a ``WandbLogger`` gets
+    ``<stage>/classification_report`` as a table and each figure as an image; a ``TensorBoardLogger`` gets
+    the figures (``add_figure``). Figures are closed afterwards.
+
+    Returns:
+        The paths written.
+    """
+    out = Path(out_dir)
+    written: list[Path] = []
+    if result.report:
+        written.append(write_text(out / "classification_report.txt", result.report))
+    if result.stage in ("test", "predict"):
+        written.append(write_jsonl(out / "predictions.jsonl", result.records))
+    for name, text in result.files.items():
+        written.append(write_text(out / name, text))
+    for name, figure in result.figures.items():
+        path = atomic_write(out / name, lambda fh, figure=figure: figure.savefig(fh, format="png", dpi=120))
+        written.append(path)
+    _log_evaluation(result, list(loggers), step)
+    for figure in result.figures.values():
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    return written
+
+
+def _log_evaluation(result: Any, loggers: list[Any], step: int) -> None:
+    if not loggers:
+        return
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    for logger in loggers:
+        for name, figure in result.figures.items():
+            key = f"{result.stage}/{Path(name).stem}"
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[figure])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(key, figure, global_step=step, close=False)
+        if isinstance(logger, WandbLogger) and result.table is not None and result.table[1]:
+            columns, rows = result.table
+            logger.log_table(key=f"{result.stage}/{REPORT_KEY}", columns=list(columns), data=[list(r) for r in rows])

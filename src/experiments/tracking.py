@@ -8,9 +8,8 @@ test report, the per-type scores), and a callback gets them without touching the
   run dir, so that sweeps (``experiments.sweep``, Hydra's Optuna sweeper through
   :func:`objective`) read the best validation score of a run whatever loggers it used;
 * with a ``WandbLogger`` attached (``logger=wandb``, or a list holding it): logs the resolved config
-  as a plain dict, the test classification report as a W&B Table and, for NER, the per-type F1 as a
-  bar chart (classification modules log their confusion matrix image themselves). Without one it
-  does nothing else.
+  as a plain dict. (The test report table and the figures reach W&B through the run writer,
+  :func:`experiments.reporting.write_evaluation`.)
 
 :func:`finish` runs at the end of ``experiments.__main__.run``: it logs the exported model as a W&B
 artifact when ``callbacks.tracking.log_export=true`` and closes the W&B run, so that several runs in
@@ -34,8 +33,6 @@ from experiments.sweep import number, read_history
 
 log = logging.getLogger(__name__)
 
-REPORT_KEY = "test/classification_report"
-PER_TYPE_KEY = "test/f1_per_type"
 
 
 def wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
@@ -45,68 +42,13 @@ def wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
     return [lg for lg in loggers if isinstance(lg, WandbLogger)]
 
 
-def class_table(labels: Sequence[str], scores: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of the per-class scores of a classification result
-    (``tasks.classification.metrics.single_label_scores`` / ``multi_label_scores``): one row per class, then
-    the macro and weighted averages (and micro, multi-label)."""
-    per = scores["per_class"]
-    columns = ["label", "precision", "recall", "f1-score", "support"]
-    rows: list[list[Any]] = []
-    for i, label in enumerate(labels[: len(per["f1"])]):
-        rows.append([label, float(per["precision"][i]), float(per["recall"][i]), float(per["f1"][i]),
-                     int(per["support"][i])])
-    total = int(sum(int(x) for x in per["support"]))
-    for avg in ("micro", "macro", "weighted"):
-        if avg in scores:
-            r = scores[avg]
-            rows.append([f"{avg} avg", float(r["precision"]), float(r["recall"]), float(r["f1"]), total])
-    return columns, rows
-
-
-def protocol_table(protocols: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of NER's per-type scores under each protocol (``tasks.ner.metrics.entity_scores``)."""
-    columns = ["protocol", "label", "precision", "recall", "f1-score", "support", "predicted"]
-    rows: list[list[Any]] = []
-    for name, scores in protocols.items():
-        for typ, r in scores["per_type"].items():
-            rows.append([name, typ, r["precision"], r["recall"], r["f1"], r["support"], r["predicted"]])
-        rows.append([name, "micro avg", scores["precision"], scores["recall"], scores["f1"], scores["support"],
-                     scores["predicted"]])
-    return columns, rows
-
-
-def per_type_figure(metrics: Mapping[str, float], title: str = "Test F1 per entity type"):
-    """Horizontal bar chart of the ``f1_<TYPE>`` entries of ``metrics`` (None when there are none)."""
-    averages = ("f1_macro", "f1_micro", "f1_weighted")
-    scores = {k[3:]: float(v) for k, v in metrics.items()
-              if k.startswith("f1_") and k not in averages and not k.startswith("f1_strict")}
-    if not scores:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = sorted(scores)
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
-    ax.barh(names, [scores[n] for n in names], color="tab:blue")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("F1")
-    ax.set_title(title)
-    for i, n in enumerate(names):
-        ax.text(min(scores[n] + 0.01, 0.9), i, f"{scores[n]:.3f}", va="center", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 class Tracking(Callback):
-    """Keeps ``val_history.json`` and, with a ``WandbLogger``, sends the config, report and plots to W&B.
+    """Keeps ``val_history.json`` and, with a ``WandbLogger``, sends the resolved config to W&B.
 
     Args:
         config_file: the resolved config written by the entry point (``<run dir>/config.yaml``); logged
             to W&B as a plain dict. Missing file: nothing is logged.
         history_file: where the validation history goes (null: not kept).
-        log_report: log the test classification report as a W&B Table and the per-type F1 chart.
         log_export: log the exported model folder as a W&B artifact (type ``model``) after export.
     """
 
@@ -114,12 +56,10 @@ class Tracking(Callback):
         self,
         config_file: str | None = None,
         history_file: str | None = None,
-        log_report: bool = True,
         log_export: bool = False,
     ):
         self.config_file = config_file
         self.history_file = history_file
-        self.log_report = log_report
         self.log_export = log_export
         self.history: list[dict[str, float]] = []
         self._config_logged = False
@@ -152,34 +92,6 @@ class Tracking(Callback):
         self.history.append(row)
         if self.history_file:
             reporting.write_json(self.history_file, {"history": self.history})
-
-    # ---- test report -------------------------------------------------------------------------------
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.log_report or not trainer.is_global_zero:
-            return
-        loggers = wandb_loggers(trainer.loggers)
-        result = getattr(pl_module, "results", {}).get("test")
-        if not loggers or not result:
-            return
-        # Built from the structured result; the text report is never parsed back.
-        if "protocols" in result:  # NER: per-type rows of both protocols
-            columns, rows = protocol_table(result["protocols"])
-        elif "per_class" in (result.get("scores") or {}):  # classification: per-class rows
-            columns, rows = class_table(result.get("labels") or [], result["scores"])
-        else:
-            columns, rows = [], []
-        figure = None
-        if "confusion_matrix_png" not in result:  # classification modules log their confusion matrix
-            figure = per_type_figure(result.get("metrics") or {})
-        for lg in loggers:
-            if rows:
-                lg.log_table(key=REPORT_KEY, columns=columns, data=rows)
-            if figure is not None:
-                lg.log_image(key=PER_TYPE_KEY, images=[figure])
-        if figure is not None:
-            import matplotlib.pyplot as plt
-
-            plt.close(figure)
 
 
 def _artifact_name(name: str) -> str:

@@ -18,6 +18,7 @@ Evaluation logs ``{stage}/recall@1``, ``recall@5``, ``mrr``, ``r10@1`` and ``int
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from experiments.errors import ConfigError
+from experiments.evaluation import EvaluationResult
 from experiments.modules.base import EncoderModule
 from experiments.tasks.recommendation.answer_metrics import ANSWER_METRICS, answer_selection_metrics, report
 
@@ -55,7 +57,7 @@ class AnswerSelectionModule(EncoderModule):
         self.scale = float(scale)
         self.hparams.update({"architecture": architecture, "scale": self.scale})
         self._rows: list[dict[str, Tensor]] = []
-        self.results: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, EvaluationResult] = {}
 
     def embed(self, inputs: dict[str, Tensor]) -> Tensor:
         """L2-normalised mean-pooled embeddings ``[N, D]`` (float32) of a padded batch of texts."""
@@ -185,7 +187,10 @@ class AnswerSelectionModule(EncoderModule):
         self.log(f"{stage}/messages", float(metrics["messages"]))
         title = (f"{self.architecture}: {metrics['messages']} of {len(es.messages)} messages ranked against "
                  f"{metrics['pool']} of {len(es.pool)} pool answers (gold ranked last among ties)")
-        self.results[stage] = {"metrics": metrics, "scored": scored, "report": report(metrics, title)}
+        self.results[stage] = EvaluationResult(stage, metrics, report=report(metrics, title), details={"scored": scored})
+        if stage == "test" and self.trainer.is_global_zero:
+            self.results[stage] = replace(self.results[stage],
+                                          records=self.prediction_records(self.trainer.datamodule, "test"))
 
     # ---- outputs ----------------------------------------------------------------------------------
     def prediction_records(self, datamodule: Any, split: str, rows: list | None = None) -> list[dict]:
@@ -199,7 +204,7 @@ class AnswerSelectionModule(EncoderModule):
         from experiments.tasks.recommendation.answer_metrics import gold_ranks
 
         es = datamodule.eval_set(split)
-        scored = self.score_matrix(rows or [], es) if split == "predict" else self.results["test"]["scored"]
+        scored = self.score_matrix(rows or [], es) if split == "predict" else self.results["test"].details["scored"]
         scores, pool = scored["scores"], scored["pool"]
         k = min(datamodule.top_k, len(pool))
         ranks = gold_ranks(scores, scored["gold"]) if split != "predict" else None

@@ -121,6 +121,17 @@ class EncoderModule(L.LightningModule):
         """Examples in ``batch`` (for logging)."""
         return batch["input_ids"].shape[0]
 
+    def prediction_records(self, datamodule: Any, split: str, rows: list | None = None) -> list[dict]:
+        """One JSON-able dict per example of ``split`` with its id (``predictions.jsonl``)."""
+        raise NotImplementedError
+
+    def predict_result(self, datamodule: Any, rows: list) -> Any:
+        """The :class:`~experiments.evaluation.EvaluationResult` of a predict run (``rows``: ``predict_step``
+        outputs of every rank), written by :func:`experiments.reporting.write_evaluation`."""
+        from experiments.evaluation import EvaluationResult
+
+        return EvaluationResult("predict", {}, records=self.prediction_records(datamodule, "predict", rows))
+
     # ---- shared training step --------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         bs = self.count_examples(batch)

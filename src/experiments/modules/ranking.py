@@ -18,13 +18,14 @@ Scoring (``architecture``):
 Evaluation scores every candidate of every impression and logs, per stage (``val``, ``test``), the MIND
 metrics averaged over impressions (``tasks.recommendation.metrics``): ``{stage}/auc``, ``{stage}/mrr``,
 ``{stage}/ndcg@5``, ``{stage}/ndcg@10``, plus ``{stage}/impressions`` (averaged) and
-``{stage}/excluded_impressions`` (no click or no non-click). After ``test`` the scores are in
-``self.results["test"]``; :meth:`write_outputs` writes ``prediction.txt`` in the MIND submission format.
+``{stage}/excluded_impressions`` (no click or no non-click). Each evaluation leaves an
+:class:`~experiments.evaluation.EvaluationResult` in ``self.results[stage]``; for test and predict it
+carries ``prediction.txt`` in the MIND submission format.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from experiments.errors import ConfigError
+from experiments.evaluation import EvaluationResult
 from experiments.modules.base import EncoderModule
 from experiments.tasks.recommendation.metrics import METRICS, ranking_metrics, ranks_from_scores, report
 
@@ -60,7 +62,7 @@ class RankingModule(EncoderModule):
         self.user_pooling = user_pooling
         self.hparams.update({"architecture": architecture, "user_pooling": user_pooling})
         self._scores: dict[int, list[float]] = {}
-        self.results: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, EvaluationResult] = {}
 
     # ---- scoring and loss -------------------------------------------------------------------------
     def score(self, batch: dict[str, Any]) -> Tensor:
@@ -142,13 +144,19 @@ class RankingModule(EncoderModule):
         self.log(f"{stage}/impressions", float(metrics["impressions"]))
         self.log(f"{stage}/excluded_impressions", float(metrics["excluded_impressions"]))
         title = f"{self.architecture}, {len(scores)} impressions scored (MIND metrics, mean over impressions)"
-        self.results[stage] = {"metrics": metrics, "scores": scores, "report": report(metrics, title)}
+        self.results[stage] = EvaluationResult(stage, {k: metrics[k] for k in (*METRICS, "impressions",
+                                                                             "excluded_impressions")},
+                                               report=report(metrics, title), details={"scores": scores})
+        if stage == "test" and self.trainer.is_global_zero:
+            dm = self.trainer.datamodule
+            self.results[stage] = replace(self.results[stage], records=self.prediction_records(dm, "test"),
+                                          files={"prediction.txt": self.submission(dm, "test")})
 
     # ---- outputs ----------------------------------------------------------------------------------
     def _split_scores(self, split: str, rows: list | None) -> dict[int, list[float]]:
         if split == "predict":
             return {i: s for batch in rows or [] for i, s in batch}
-        return self.results[split]["scores"]
+        return self.results[split].details["scores"]
 
     def prediction_records(self, datamodule: Any, split: str, rows: list | None = None) -> list[dict]:
         """One dict per scored impression: id, user, candidates, scores, ranks (1 = best) and gold labels.
@@ -166,15 +174,16 @@ class RankingModule(EncoderModule):
             records.append(record)
         return records
 
-    def write_outputs(self, datamodule: Any, split: str, out_dir: str | Path, rows: list | None = None) -> list[Path]:
+    def submission(self, datamodule: Any, split: str, rows: list | None = None) -> str:
         """``prediction.txt`` in the MIND submission format: ``impression_id [r1,r2,...]`` per scored
         impression in file order, r_i the rank of the i-th candidate (ties: see ``metrics``)."""
-        from experiments import reporting
-
         impressions = datamodule.impressions(split)
-        lines = [f"{impressions[i].impression_id} [{','.join(map(str, ranks_from_scores(s)))}]\n"
-                 for i, s in sorted(self._split_scores(split, rows).items())]
-        return [reporting.write_text(Path(out_dir) / "prediction.txt", "".join(lines))]
+        return "".join(f"{impressions[i].impression_id} [{','.join(map(str, ranks_from_scores(s)))}]\n"
+                       for i, s in sorted(self._split_scores(split, rows).items()))
+
+    def predict_result(self, datamodule: Any, rows: list) -> EvaluationResult:
+        return EvaluationResult("predict", {}, records=self.prediction_records(datamodule, "predict", rows),
+                                files={"prediction.txt": self.submission(datamodule, "predict", rows)})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("hyper_parameters", {}).get("architecture")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -46,6 +46,7 @@ from torchmetrics.classification import (
 )
 
 from experiments.errors import ConfigError
+from experiments.evaluation import EvaluationResult
 from experiments.modules.base import EncoderModule, model_inputs
 from experiments.tasks.classification import metrics as M
 
@@ -57,7 +58,8 @@ _SPLIT = {"val": "validation", "test": "test"}
 
 
 class SequenceClassificationModule(EncoderModule):
-    """Fine-tunes ``AutoModelForSequenceClassification``; results of ``test`` are in ``self.results["test"]``.
+    """Fine-tunes ``AutoModelForSequenceClassification``; each evaluation leaves an
+    :class:`~experiments.evaluation.EvaluationResult` in ``self.results[stage]``.
 
     Args:
         *args, **kwargs: see :class:`EncoderModule` (``model``, ``labels``, ``optimizer``, ...).
@@ -72,7 +74,6 @@ class SequenceClassificationModule(EncoderModule):
             ``threshold`` changes the module (an extra evaluation class ``oos_label`` after ``labels``).
         oos_label: name of the out-of-scope class; its scores are reported whenever it is evaluated.
         top_k: how many class probabilities each prediction record lists (``None``: all).
-        output_dir: folder of ``confusion_matrix.png`` (default: the trainer's ``default_root_dir``).
     """
 
     def __init__(
@@ -85,7 +86,6 @@ class SequenceClassificationModule(EncoderModule):
         oos: str | None = None,
         oos_label: str = "oos",
         top_k: int | None = 5,
-        output_dir: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -107,7 +107,6 @@ class SequenceClassificationModule(EncoderModule):
         self.grid = tuple(float(t) for t in (threshold_grid or M.DEFAULT_THRESHOLD_GRID))
         self.oos_label = oos_label
         self.top_k = top_k
-        self.output_dir = output_dir
         self.uses_threshold = self.multi_label or self.oos_threshold
         saved = getattr(getattr(self.model, "config", None), "decision_threshold", None)
         start = float(saved) if self.tune and saved is not None else (0.5 if self.tune else threshold)
@@ -129,7 +128,7 @@ class SequenceClassificationModule(EncoderModule):
         self.test_metrics = self._make_metrics()
         self.val_outputs = M.EpochOutputs()
         self.test_outputs = M.EpochOutputs()
-        self.results: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, EvaluationResult] = {}
 
     def _make_metrics(self) -> MetricCollection:
         if self.multi_label:
@@ -296,25 +295,21 @@ class SequenceClassificationModule(EncoderModule):
         for key, value in logged.items():
             # Values are already synchronised over ranks by torchmetrics: no sync_dist here.
             self.log(f"{stage}/{key}", value, prog_bar=key in ("accuracy", "f1"))
-        result.update(metrics=logged, report=report, scores=scores, confusion_matrix=cm.tolist(),
-                      labels=list(self.eval_labels), threshold=self.threshold if self.uses_threshold else None)
+        details = {**result, "scores": scores, "confusion_matrix": cm.tolist(), "labels": list(self.eval_labels),
+                   "threshold": self.threshold if self.uses_threshold else None}
         if stage == "test":
-            result["outputs"] = outputs.compute()
+            details["outputs"] = outputs.compute()
         collection.reset()
         outputs.reset()
-        self.results[stage] = result
+        self.results[stage] = EvaluationResult(stage, logged, report=report, details=details,
+                                               table=M.class_table(list(self.eval_labels), scores))
         if stage == "test" and self.trainer.is_global_zero:
-            self._save_confusion(cm, columns)
-
-    def _save_confusion(self, cm: Tensor, columns: list[str] | None) -> None:
-        """Write ``confusion_matrix.png`` and hand the figure to TensorBoard / W&B loggers."""
-        rows = self.labels if self.multi_label else self.eval_labels
-        title = "Per-label counts (multi-label)" if self.multi_label else "Confusion matrix (test)"
-        fig = M.confusion_figure(cm, rows, columns=columns, title=title)
-        folder = Path(self.output_dir or self.trainer.default_root_dir)
-        path = M.save_confusion_matrix(cm, rows, folder / "confusion_matrix.png", figure=fig)
-        self.results["test"]["confusion_matrix_png"] = str(path)
-        log_confusion_image(self.loggers, fig, path, step=self.global_step)
+            rows = self.labels if self.multi_label else self.eval_labels
+            title = "Per-label counts (multi-label)" if self.multi_label else "Confusion matrix (test)"
+            figure = M.confusion_figure(cm, rows, columns=columns, title=title)
+            dm = self.trainer.datamodule
+            self.results[stage] = replace(self.results[stage], figures={"confusion_matrix.png": figure},
+                                          records=self.prediction_records(dm, "test") if dm is not None else [])
 
     # ---- records ----------------------------------------------------------------------------------
     def prediction_records(self, datamodule: Any, split: str, rows: list[dict] | None = None) -> list[dict]:
@@ -329,7 +324,7 @@ class SequenceClassificationModule(EncoderModule):
                 return []
             data = {k: torch.cat([r[k] for r in rows]) for k in ("example_id", "scores", "indices")}
         else:
-            data = self.results["test"]["outputs"]
+            data = self.results["test"].details["outputs"]
         examples = datamodule.examples[split]
         if not len(data["example_id"]):
             return []
@@ -355,15 +350,3 @@ class SequenceClassificationModule(EncoderModule):
                                         for p, i in zip(scores, indices, strict=True)}
             records.append(rec)
         return records
-
-
-def log_confusion_image(loggers: Sequence[Any], figure: Any, path: str | Path, step: int = 0) -> None:
-    """Log the confusion-matrix image as ``test/confusion_matrix``: W&B gets the PNG file
-    (``WandbLogger.log_image``), TensorBoard the figure (``SummaryWriter.add_figure``); others nothing."""
-    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key="test/confusion_matrix", images=[str(path)])
-        elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure("test/confusion_matrix", figure, global_step=step, close=False)

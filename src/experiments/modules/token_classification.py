@@ -11,15 +11,17 @@ scores. Only sentences whose every window was evaluated are scored (``trainer.li
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from experiments.evaluation import EvaluationResult
 from experiments.modules.base import EncoderModule, model_inputs
 from experiments.tasks.ner.decoding import DECODERS, decode_words, entity_records
-from experiments.tasks.ner.metrics import entity_scores
+from experiments.tasks.ner.metrics import entity_scores, per_type_figure, protocol_table
 
 
 class TokenClassificationModule(EncoderModule):
@@ -31,8 +33,9 @@ class TokenClassificationModule(EncoderModule):
         decode: ``viterbi`` (valid IOB2 sequences, the default) or ``argmax`` (each word's best tag).
 
     Evaluation reads from ``trainer.datamodule``: ``gold_tags(split)`` (word-level IOB2 tags per sentence,
-    index = ``example_id``), ``windows_per_example(split)`` and ``unseen_types(split)``. After ``test``
-    the predictions, the gold and the scores are in ``self.results["test"]``.
+    index = ``example_id``), ``windows_per_example(split)``, ``unseen_types(split)`` and ``sentences_of(split)``.
+    Each evaluation leaves an :class:`~experiments.evaluation.EvaluationResult` in ``self.results[stage]``
+    (``details``: the decoded tags, the gold, the scored sentence indices and confidences).
 
     Raises:
         ConfigError: an unknown ``decode``.
@@ -47,7 +50,7 @@ class TokenClassificationModule(EncoderModule):
         self.decode_method = decode
         self.hparams.update({"decode": decode})
         self._records: list[dict[str, Tensor]] = []
-        self.results: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, EvaluationResult] = {}
 
     def compute_loss(self, outputs: Any, batch: dict[str, Any]) -> Tensor:
         logits = outputs.logits
@@ -167,7 +170,7 @@ class TokenClassificationModule(EncoderModule):
         if split == "predict":
             tags, conf = self.decode(rows or [], [len(s.words) for s in sentences], with_confidence=True)
             return [record(i, t, c) for i, (t, c) in enumerate(zip(tags, conf, strict=True))]
-        res = self.results["test"]
+        res = self.results["test"].details
         return [record(i, t, c, g) for i, g, t, c in zip(res["examples"], res["gold"], res["predictions"],
                                                            res["confidences"], strict=True)]
 
@@ -196,5 +199,11 @@ class TokenClassificationModule(EncoderModule):
         scores = entity_scores(gold, pred, unseen_types=dm.unseen_types(split))
         for key, value in scores["metrics"].items():
             self.log(f"{stage}/{key}", value, prog_bar=key == "f1")
-        self.results[stage] = {"predictions": pred, "confidences": confidences, "gold": gold, "examples": examples,
-                               "sentences": len(all_gold), **scores}
+        details = {"predictions": pred, "confidences": confidences, "gold": gold, "examples": examples,
+                   "sentences": len(all_gold), "protocols": scores["protocols"]}
+        self.results[stage] = EvaluationResult(stage, scores["metrics"], report=scores["report"],
+                                               table=protocol_table(scores["protocols"]), details=details)
+        if stage == "test" and self.trainer.is_global_zero:
+            figure = per_type_figure(scores["metrics"])
+            self.results[stage] = replace(self.results[stage], records=self.prediction_records(dm, "test"),
+                                          figures={"f1_per_type.png": figure} if figure is not None else {})

@@ -23,17 +23,13 @@ Prediction", EMNLP, the *oos-threshold* baseline).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
-
-from experiments.reporting import atomic_write
 
 # Threshold grid searched on the validation epoch: 0.05, 0.10, ..., 0.95.
 DEFAULT_THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -364,32 +360,6 @@ def confusion_figure(
     return fig
 
 
-def save_confusion_matrix(
-    cm: Tensor | Sequence[Sequence[int]],
-    labels: Sequence[str],
-    path: str | os.PathLike[str],
-    *,
-    columns: Sequence[str] | None = None,
-    title: str = "Confusion matrix",
-    figure: Any | None = None,
-) -> Path:
-    """Write the confusion matrix as a PNG, atomically (temporary file in the same folder, then rename).
-
-    Args:
-        cm: ``[rows, columns]`` counts, rows = gold classes (``labels``), columns = predicted classes.
-        labels: row names (and column names unless ``columns`` is given).
-        path: destination ``.png``; parent folders are created.
-        columns: column names when they differ from the rows (e.g. ``TN FP FN TP`` for multi-label).
-        title: figure title.
-        figure: an already drawn :func:`confusion_figure` to save instead of drawing a new one.
-
-    Returns:
-        The path written.
-    """
-    fig = figure if figure is not None else confusion_figure(cm, labels, columns=columns, title=title)
-    return atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
-
-
 # ---------------------------------------------------------------------------- epoch-level outputs
 
 
@@ -435,3 +405,21 @@ class EpochOutputs(Metric):
     def local(self) -> dict[str, Tensor]:
         """This rank's rows (not synchronised), sorted by example id."""
         return self._rows(self.example_id, self.scores, self.indices, self.target)
+
+
+def class_table(labels: Sequence[str], scores: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the per-class scores of a classification result
+    (``tasks.classification.metrics.single_label_scores`` / ``multi_label_scores``): one row per class, then
+    the macro and weighted averages (and micro, multi-label)."""
+    per = scores["per_class"]
+    columns = ["label", "precision", "recall", "f1-score", "support"]
+    rows: list[list[Any]] = []
+    for i, label in enumerate(labels[: len(per["f1"])]):
+        rows.append([label, float(per["precision"][i]), float(per["recall"][i]), float(per["f1"][i]),
+                     int(per["support"][i])])
+    total = int(sum(int(x) for x in per["support"]))
+    for avg in ("micro", "macro", "weighted"):
+        if avg in scores:
+            r = scores[avg]
+            rows.append([f"{avg} avg", float(r["precision"]), float(r["recall"]), float(r["f1"]), total])
+    return columns, rows

@@ -16,7 +16,7 @@ accuracy is reported separately as ``accuracy`` and never as F1.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 PROTOCOLS = ("conlleval", "strict")
@@ -123,3 +123,40 @@ def entity_scores(
         report += (f"note: gold entities of types never seen in training count as misses: {listed}"
                    " (data.unknown_labels=O)\n")
     return {"metrics": metrics, "report": report, "protocols": both}
+
+
+def protocol_table(protocols: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of NER's per-type scores under each protocol (``tasks.ner.metrics.entity_scores``)."""
+    columns = ["protocol", "label", "precision", "recall", "f1-score", "support", "predicted"]
+    rows: list[list[Any]] = []
+    for name, scores in protocols.items():
+        for typ, r in scores["per_type"].items():
+            rows.append([name, typ, r["precision"], r["recall"], r["f1"], r["support"], r["predicted"]])
+        rows.append([name, "micro avg", scores["precision"], scores["recall"], scores["f1"], scores["support"],
+                     scores["predicted"]])
+    return columns, rows
+
+
+def per_type_figure(metrics: Mapping[str, float], title: str = "Test F1 per entity type"):
+    """Horizontal bar chart (a matplotlib ``Figure``, no pyplot state) of the ``f1_<TYPE>`` entries of
+    ``metrics``; ``None`` when there are none."""
+    averages = ("f1_macro", "f1_micro", "f1_weighted")
+    scores = {k[3:]: float(v) for k, v in metrics.items()
+              if k.startswith("f1_") and k not in averages and not k.startswith("f1_strict")}
+    if not scores:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = sorted(scores)
+    fig = Figure(figsize=(6, 0.4 * len(names) + 1.2))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.barh(names, [scores[n] for n in names], color="tab:blue")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1")
+    ax.set_title(title)
+    for i, n in enumerate(names):
+        ax.text(min(scores[n] + 0.01, 0.9), i, f"{scores[n]:.3f}", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
