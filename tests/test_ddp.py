@@ -55,6 +55,26 @@ def test_ddp_cpu_one_run_dir_rank0_outputs_and_the_test_scores_of_one_process(ru
     assert (single_dir / "predictions.jsonl").read_text().splitlines() == ddp_rows
 
 
+def test_ddp_cpu_answer_selection_scores_as_one_process(run_cli, tmp_path, tiny_encoder_dir):
+    from test_resume import write_pairs
+
+    data = write_pairs(tmp_path / "data")
+    run_dir = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments", "trainer=ddp_cpu", f"model.name_or_path={tiny_encoder_dir}",
+         "trainer.precision=32", "trainer.max_epochs=1", "~callbacks.progress_bar", "data.batch_size=2",
+         "data.eval_batch_size=2", *data, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ddp = json.loads((run_dir / "metrics.json").read_text())
+    assert ddp["test/messages"] == 5  # every test message scored once over the two ranks
+    single, _ = run_cli("mode=test", f"ckpt_path={ddp['test/checkpoint']}", "trainer.accelerator=cpu",
+                        "data.eval_batch_size=3", "~callbacks.progress_bar", *data, run_dir=tmp_path / "single")
+    for key in ("test/recall@1", "test/recall@5", "test/mrr", "test/intent_match@1", "test/messages"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
+
+
 @pytest.mark.slow
 def test_ddp_cpu_predict_writes_every_sentence_once(run_cli, tmp_path, tiny_encoder_dir):
     # Each rank predicts its share (Lightning's unpadded predict sampler); rank 0 gathers and writes.

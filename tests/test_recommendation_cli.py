@@ -33,6 +33,8 @@ def test_fast_dev_run(run_cli, recommender, finetune):
     assert 0.0 <= metrics["test/auc"] <= 1.0 and metrics["test/impressions"] == 10
     if finetune == "lora":
         assert metrics["train/trainable_params"] < metrics["train/total_params"] / 2
+    elif recommender == "two_tower":  # the unused [CLS] pooler (32 x 32 weights + 32 biases) stays frozen
+        assert metrics["train/total_params"] - metrics["train/trainable_params"] == 32 * 32 + 32
     else:
         assert metrics["train/trainable_params"] == metrics["train/total_params"]
     assert "auc" in (run_dir / "classification_report.txt").read_text()

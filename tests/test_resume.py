@@ -51,6 +51,27 @@ def write_conll(folder: Path, train: int, validation: int, test: int) -> list[st
     return overrides
 
 
+def write_pairs(folder: Path) -> list[str]:
+    """50 (message, answer, intent) rows, 5 intents: carved 40 / 5 / 5 (task=support_response)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["refund", "order", "card", "cancel", "bank"]
+    lines = ["instruction,response,intent"]
+    for n in range(50):
+        intent = words[n % 5]
+        lines.append(f"where is my {intent} {n},the {intent} answer {n} {FILLERS[n % len(FILLERS)]},{intent}")
+    path = folder / "pairs.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return ["task=support_response", f"data.train_file={path}"]
+
+
+# (data, extra overrides, a test metric): NER, NER with LoRA, and the answer-selection (ranking) family.
+FAMILIES = {
+    "ner": (lambda d: write_conll(d, train=40, validation=5, test=5), [], "test/f1"),
+    "ner_lora": (lambda d: write_conll(d, train=40, validation=5, test=5), ["finetune=lora"], "test/f1"),
+    "support_response": (write_pairs, [], "test/mrr"),
+}
+
+
 def cli_env() -> dict[str, str]:
     """Offline, and one thread per process: tiny models gain nothing from more, and the test processes
     share a small machine (oversubscribed threads make them many times slower)."""
@@ -95,14 +116,15 @@ def _kill_mid_second_epoch(victim: subprocess.Popen, last: Path, timeout: float 
     victim.wait()
 
 
-def test_killed_mid_epoch_run_resumes_to_the_same_weights_and_metrics(run_cli, tmp_path, tiny_encoder_dir):
-    # 40 sentences, batch 2: 20 optimizer steps per epoch, 2 epochs, linear warmup/decay; last.ckpt every
+@pytest.mark.parametrize("family", FAMILIES)
+def test_killed_mid_epoch_run_resumes_to_the_same_weights_and_metrics(run_cli, tmp_path, tiny_encoder_dir, family):
+    # 40 training examples, batch 2: 20 optimizer steps per epoch, 2 epochs, linear warmup/decay; last.ckpt every
     # 3 steps. The run to kill is a process of its own (steps slowed down so that the kill lands mid-epoch);
     # the uninterrupted reference and the resumed run go through the same entry point in this process.
     common = [
         "trainer.accelerator=cpu", "~callbacks.progress_bar", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
         "callbacks.last_checkpoint.every_n_train_steps=3", "data.batch_size=2", "optimizer.lr=1e-3", "seed=3",
-        *write_conll(tmp_path / "data", train=40, validation=5, test=5),
+        *FAMILIES[family][0](tmp_path / "data"), *FAMILIES[family][1],
     ]
     ref_dir, run_dir = tmp_path / "uninterrupted", tmp_path / "killed"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -142,7 +164,7 @@ def test_killed_mid_epoch_run_resumes_to_the_same_weights_and_metrics(run_cli, t
             assert torch.equal(ref_state[name], res_state[name])
     assert a["lr_schedulers"] == b["lr_schedulers"]
     # Same best checkpoint, same test scores, same exported weights.
-    assert _comparable(resumed) == _comparable(reference) and "test/f1" in reference
+    assert _comparable(resumed) == _comparable(reference) and FAMILIES[family][2] in reference
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert _comparable(saved) == _comparable(json.loads((ref_dir / "metrics.json").read_text()))
     from safetensors.torch import load_file

@@ -196,6 +196,10 @@ def build_model(
         model = _quiet_from_pretrained(auto, name_or_path, kwargs)
     except OSError as err:
         raise ModelLoadError(f"cannot load {name_or_path!r}: {err}. {_WAYS_OUT}") from err
+    if head == "encoder" and getattr(model, "pooler", None) is not None:
+        # Encoder heads mean-pool the token states: the [CLS] pooler gets no gradient (DDP would refuse the
+        # unused parameters), so it stays frozen and is exported with its pretrained weights.
+        model.pooler.requires_grad_(False)
     if new_head and head != "encoder":
         reset_head(model)
     if adapter is not None:
