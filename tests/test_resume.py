@@ -98,7 +98,7 @@ def _state(path: Path) -> dict:
 
 
 def _comparable(metrics: dict) -> dict:
-    out = {k: v for k, v in metrics.items() if k != "train/fit_time_s"}
+    out = {k: v for k, v in metrics.items() if k not in ("train/fit_time_s", "peak_rss_mib")}
     for key in ("test/checkpoint", "train/best_checkpoint"):
         out[key] = Path(out[key]).name
     return out

@@ -169,6 +169,7 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics["train/fit_time_s"] = round(time.perf_counter() - start, 2)
+        metrics["train/epochs"] = int(trainer.current_epoch)
         callback = trainer.checkpoint_callback
         best = callback.best_model_path if callback else ""
         if best:
@@ -189,6 +190,9 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
             metrics["test/checkpoint"] = test_ckpt or "last weights"
             reporting.write_evaluation(module.results["test"], out, trainer.loggers, step=trainer.global_step)
     if trainer.is_global_zero:
+        from experiments.throughput import peak_rss_mib
+
+        metrics["peak_rss_mib"] = round(peak_rss_mib(), 1)  # this process, so far (rank 0 under DDP)
         reporting.write_json(out / "metrics.json", metrics)
         if cfg.mode == "train" and (cfg.export.model or cfg.export.onnx):
             if best and not tested:
