@@ -1,4 +1,5 @@
-"""Run the Hydra entry point in-process, as ``python -m experiments ...`` would (lightning-hydra-template style).
+"""Run the Hydra entry point in-process, as ``python -m experiments ...`` would (lightning-hydra-template
+style): the one CLI harness of the tests (``conftest.run_cli`` is this with the tiny BERT).
 
 ``compose`` builds the same config the command line builds (with the ``hydra`` node, so
 ``${hydra:runtime.output_dir}`` and ``get_original_cwd`` work), the output folder is pointed at a test
@@ -19,21 +20,24 @@ from omegaconf import DictConfig, open_dict
 QUICK = ("trainer.precision=32", "trainer.accelerator=cpu", "logger=csv", "~callbacks.progress_bar")
 
 
-def compose_config(overrides: Sequence[str], output_dir: str | Path) -> DictConfig:
-    """The task config for ``overrides`` writing to ``output_dir`` (without the ``hydra`` node, as
-    ``@hydra.main`` passes it); the full config, ``hydra`` node included, becomes the global HydraConfig."""
+def compose_config(overrides: Sequence[str], output_dir: str | Path | None = None) -> DictConfig:
+    """The task config for ``overrides`` (without the ``hydra`` node, as ``@hydra.main`` passes it); the full
+    config, ``hydra`` node included, becomes the global HydraConfig. ``output_dir``: the run dir
+    (``hydra.runtime.output_dir`` and ``paths.output_dir``); ``None`` leaves Hydra's default."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    import experiments.__main__  # noqa: F401  (registers the ${resource:} and ${embedded_model:} resolvers)
-    from experiments.config import config_dir
+    from experiments.config import config_dir, register_resolvers
 
+    register_resolvers()
+    GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.runtime.cwd = os.getcwd()
+        if output_dir is not None:
+            cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)
     # @hydra.main hands the task function the config without its `hydra` node; so do we.
     task_cfg = cfg.copy()

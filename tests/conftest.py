@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import compose_config  # noqa: F401  (the one harness's composer, imported by the tests from here)
+
 # The tokenized-feature cache of every run in the tests goes to a folder of this test session, never ~/.cache.
 os.environ.setdefault("EXPERIMENTS_CACHE_DIR", tempfile.mkdtemp(prefix="experiments-cache-"))
 
@@ -67,42 +69,16 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     return make_encoder_dir(tmp_path_factory.mktemp("tiny_bert"))
 
 
-def compose_config(overrides: list[str], output_dir: Path | None = None):
-    """Compose the app config in-process (as ``python -m experiments`` would), Hydra state set.
-
-    ``output_dir`` becomes ``hydra.runtime.output_dir`` (the run dir).
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from experiments.config import config_dir, register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):  # the app never sees the hydra node; ${hydra:...} reads HydraConfig
-        del cfg["hydra"]
-    return cfg
 
 
 @pytest.fixture
 def run_cli(tmp_path, tiny_encoder_dir):
     """Run the entry point in-process on the tiny BERT; returns (metrics, run_dir)."""
-    from experiments.__main__ import run
+    from cli_helpers import run_cli as run_entry_point
 
     def _run(*overrides: str, run_dir: Path | None = None):
         run_dir = run_dir or tmp_path / "run"
-        cfg = compose_config(
-            [f"model.name_or_path={tiny_encoder_dir}", "trainer.precision=32", "logger=csv", *overrides],
-            output_dir=run_dir,
-        )
-        return run(cfg), run_dir
+        overrides = (f"model.name_or_path={tiny_encoder_dir}", "trainer.precision=32", "logger=csv", *overrides)
+        return run_entry_point(overrides, run_dir, quick=False), run_dir
 
     return _run

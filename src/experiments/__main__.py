@@ -130,8 +130,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler),
         adversary=adversary,
+        finetune_name=str(cfg.finetune.get("name")),
     )
-    module.finetune = {"name": str(cfg.finetune.get("name")), **module.finetune}
     trainable, total = module.trainable_parameters()
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]

@@ -18,6 +18,7 @@ GROUPS = {
     "finetune": "the strategy: full, LoRA, adversarial",
     "recommender": "model family of task=recommendation",
     "answer_model": "model family of task=support_response",
+    "augment": "on-the-fly augmentation of the training split",
     "trainer": "Lightning Trainer: devices, precision, epochs (any trainer.<arg>=...)",
     "callbacks": "checkpoints, early stopping, progress bar",
     "logger": "where metrics go",

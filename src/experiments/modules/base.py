@@ -65,6 +65,8 @@ class EncoderModule(L.LightningModule):
         compile: compile the network's forward with ``torch.compile`` (``nn.Module.compile``, in place, so
             checkpoints and the export keep their keys), dynamic shapes; the compile time is paid in the
             first steps. Not with an adversary, whose hooks on the embeddings would break the graph.
+        finetune_name: the strategy's name (``finetune=``), stored in checkpoints with the adapter settings so
+            that a checkpoint is refused by name when a run builds another strategy.
 
     Raises:
         ConfigError: ``compile`` together with an adversary.
@@ -79,6 +81,7 @@ class EncoderModule(L.LightningModule):
         warmup_ratio: float = 0.1,
         adversary: Any | None = None,
         compile: bool = False,
+        finetune_name: str | None = None,
     ):
         super().__init__()
         # from_pretrained returns eval mode and Lightning keeps submodule modes: train with dropout.
@@ -101,7 +104,7 @@ class EncoderModule(L.LightningModule):
         self.frozen = {f"model.{n}" for n, p in model.named_parameters() if not p.requires_grad}
         self.strict_loading = not self.frozen
         # What the checkpoint's weights are (strategy, adapter settings): stored with them, named on a mismatch.
-        self.finetune: dict[str, Any] = {"adapter": adapter_settings(model)}
+        self.finetune: dict[str, Any] = {"name": str(finetune_name), "adapter": adapter_settings(model)}
 
     # ---- what a task family provides -------------------------------------------------------------
     def compute_loss(self, outputs: Any, batch: dict[str, Any]) -> Tensor:

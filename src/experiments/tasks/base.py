@@ -178,6 +178,8 @@ class FeaturesDataModule(L.LightningDataModule):
             several seeds).
         k_shot_dev: with ``k_shot``, a development set of this many examples per class drawn from the
             training pool, disjoint from the draw (LM-BFF); ``None``: the configured validation split.
+        augment: an augmenter of :mod:`~experiments.tasks.augment` applied to training examples on the fly
+            (the variant of example ``i`` in epoch ``e`` from ``RandomState([seed, e, i])``); ``None``: off.
 
     Raises:
         ConfigError: ``k_shot`` or ``k_shot_dev`` is not a positive integer (or null).
@@ -198,6 +200,7 @@ class FeaturesDataModule(L.LightningDataModule):
         k_shot: int | None = None,
         k_shot_seed: int = 0,
         k_shot_dev: int | None = None,
+        augment: Any | None = None,
     ):
         super().__init__()
         from experiments.errors import ConfigError
@@ -208,6 +211,9 @@ class FeaturesDataModule(L.LightningDataModule):
         if k_shot_dev is not None and k_shot is None:
             raise ConfigError("data.k_shot_dev needs data.k_shot")
         self.k_shot, self.k_shot_seed, self.k_shot_dev = k_shot, int(k_shot_seed), k_shot_dev
+        if augment is not None and num_workers > 0:
+            raise ConfigError("data.augment draws each epoch's variants in the main process; set data.num_workers=0")
+        self.augment = augment
         self.tokenizer = tokenizer
         self.cache_dir = cache_dir
         self.seed = int(seed)
@@ -238,6 +244,20 @@ class FeaturesDataModule(L.LightningDataModule):
     def collate(self, features: list[dict]) -> dict[str, Any]:
         return pad_extras(self.hf_collator(), features)
 
+    def augmented_feature(self, feature: dict, rng: Any) -> dict:
+        """The feature of one variant of the training example behind ``feature`` (tasks that augment)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support data.augment")
+
+    def train_collate(self, features: list[dict]) -> dict[str, Any]:
+        """:meth:`collate` of the training batch, each example replaced by this epoch's variant when augmenting."""
+        if self.augment is None:
+            return self.collate(features)
+        import numpy as np
+
+        epoch = int(getattr(getattr(self._train_loader, "sampler", None), "epoch", 0))
+        return self.collate([self.augmented_feature(f, np.random.RandomState([self.seed, epoch, f["example_id"]]))
+                             for f in features])
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         """Training: :class:`~experiments.tasks.sampling.TrainSampler` in a resumable loader (order from
         ``(seed, epoch)``, saved position). Validation/test: each rank's unpadded share, so that every
@@ -258,7 +278,7 @@ class FeaturesDataModule(L.LightningDataModule):
             sampler = TrainSampler([len(f["input_ids"]) for f in data], batch_size,
                                    seed=self.seed,
                                    group_by_length=self.group_by_length, num_replicas=world, rank=rank)
-            loader = ResumableDataLoader(data, sampler=sampler, **common)
+            loader = ResumableDataLoader(data, sampler=sampler, **{**common, "collate_fn": self.train_collate})
             if self._train_loader_state:
                 loader.load_state_dict(self._train_loader_state)
                 self._train_loader_state = None

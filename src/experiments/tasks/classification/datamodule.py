@@ -489,6 +489,12 @@ class TextClassificationDataModule(FeaturesDataModule):
             log.info("%s: %d examples (%s)", split, len(feats), self._origin.get(split, self.files[split]))
         self._write_split_ids()
 
+    def augmented_feature(self, feature: dict, rng: Any) -> dict:
+        """Re-tokenize this epoch's variant of the training text (``data.augment``); label and pair kept."""
+        e = self.examples["train"][feature["example_id"]]
+        enc = self.tokenizer(self.augment(e.text, rng), e.text_pair, truncation=True, max_length=self.max_length)
+        return {**dict(enc), "labels": feature["labels"], "example_id": feature["example_id"]}
+
     def _write_split_ids(self) -> None:
         if self._split_ids_written or not self.split_ids or not self.output_dir:
             return

@@ -315,6 +315,25 @@ class NERDataModule(FeaturesDataModule):
             self.features[split] = cached_features(self.cache_dir, key, encode)
             log.info("%s: %d sentences, %d windows (%s)", split, len(sentences), len(self.features[split]), path)
 
+    def augmented_feature(self, feature: dict, rng: Any) -> dict:
+        """Re-encode this epoch's variant of the training sentence (``data.augment``). Sentences longer than
+        one window, and variants that would be, keep their original window."""
+        if not hasattr(self, "_augment_state"):
+            if hasattr(self.augment, "fit"):  # NERAugment learns its pools from the training set
+                self.augment.fit([(t.words, t.tags) for t in self.sentences["train"]])
+            label2id = {tag: i for i, tag in enumerate(self.labels)}
+            self._augment_state = (label2id, b_to_i_map(label2id), self.windows_per_example("train"))
+        label2id, b_to_i, windows_of = self._augment_state
+        if windows_of[feature["example_id"]] != 1:
+            return feature
+        s = self.sentences["train"][feature["example_id"]]
+        words, tags = self.augment(s.words, s.tags, rng)
+        windows = encode_sentence(self.tokenizer, words, [label2id[t] for t in tags], max_length=self.max_length,
+                                  stride=self.stride, label_all_tokens=self.label_all_tokens, b_to_i=b_to_i)
+        if len(windows) != 1:
+            return feature
+        return {**windows[0], "example_id": feature["example_id"]}
+
     def hf_collator(self):
         from transformers import DataCollatorForTokenClassification
 
