@@ -135,6 +135,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainable, total = module.trainable_parameters()
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    for callback in callbacks:  # the config W&B logs, as written to config.yaml (not read back from it)
+        if isinstance(callback, tracking.Tracking):
+            callback.config = OmegaConf.to_container(cfg, resolve=False)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     metrics: dict[str, Any] = {}

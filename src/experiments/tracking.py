@@ -46,19 +46,19 @@ class Tracking(Callback):
     """Keeps ``val_history.json`` and, with a ``WandbLogger``, sends the resolved config to W&B.
 
     Args:
-        config_file: the resolved config written by the entry point (``<run dir>/config.yaml``); logged
-            to W&B as a plain dict. Missing file: nothing is logged.
+        config: the run's config as a plain dict (the same as ``<run dir>/config.yaml``), logged to W&B;
+            the entry point sets it after building the callbacks (``None``: nothing is logged).
         history_file: where the validation history goes (null: not kept).
         log_export: log the exported model folder as a W&B artifact (type ``model``) after export.
     """
 
     def __init__(
         self,
-        config_file: str | None = None,
+        config: dict[str, Any] | None = None,
         history_file: str | None = None,
         log_export: bool = False,
     ):
-        self.config_file = config_file
+        self.config = config
         self.history_file = history_file
         self.log_export = log_export
         self.history: list[dict[str, float]] = []
@@ -69,13 +69,10 @@ class Tracking(Callback):
         if self._config_logged or not trainer.is_global_zero:
             return
         loggers = wandb_loggers(trainer.loggers)
-        if not loggers or not self.config_file or not Path(self.config_file).is_file():
+        if not loggers or self.config is None:
             return
-        from omegaconf import OmegaConf
-
-        config = OmegaConf.to_container(OmegaConf.load(self.config_file), resolve=False)
         for lg in loggers:
-            lg.log_hyperparams(config)
+            lg.log_hyperparams(self.config)
         self._config_logged = True
 
     # ---- validation history ------------------------------------------------------------------------
