@@ -75,6 +75,24 @@ def test_ddp_cpu_answer_selection_scores_as_one_process(run_cli, tmp_path, tiny_
         assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
 
 
+def test_ddp_cpu_click_prediction_scores_as_one_process(run_cli, tmp_path, tiny_encoder_dir):
+    run_dir = tmp_path / "ddp"
+    data = ["task=recommendation", "recommender=two_tower"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments", "trainer=ddp_cpu", f"model.name_or_path={tiny_encoder_dir}",
+         "trainer.precision=32", "trainer.max_epochs=1", "~callbacks.progress_bar", "data.batch_size=2",
+         "data.eval_batch_size=8", *data, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ddp = json.loads((run_dir / "metrics.json").read_text())
+    assert ddp["test/impressions"] == 10  # every test impression of the embedded sample once over two ranks
+    single, _ = run_cli("mode=test", f"ckpt_path={ddp['test/checkpoint']}", "trainer.accelerator=cpu",
+                        "data.eval_batch_size=20", "~callbacks.progress_bar", *data, run_dir=tmp_path / "single")
+    for key in ("test/auc", "test/mrr", "test/ndcg@5", "test/ndcg@10", "test/impressions"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
+
+
 @pytest.mark.slow
 def test_ddp_cpu_predict_writes_every_sentence_once(run_cli, tmp_path, tiny_encoder_dir):
     # Each rank predicts its share (Lightning's unpadded predict sampler); rank 0 gathers and writes.

@@ -150,6 +150,7 @@ def test_batches_of_both_recommenders(tiny_tokenizer, architecture):
                                   validation_file=str(SAMPLE / "dev"), max_history=2, batch_size=3,
                                   eval_batch_size=10)
     assert dm.labels == ["score"] and set(dm.files) == {"train", "validation"}
+    dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["labels"].shape == (3, 5) and batch["labels"][:, 0].eq(1).all()
     assert batch["candidate_mask"].all()

@@ -64,11 +64,14 @@ def write_pairs(folder: Path) -> list[str]:
     return ["task=support_response", f"data.train_file={path}"]
 
 
-# (data, extra overrides, a test metric): NER, NER with LoRA, and the answer-selection (ranking) family.
+# (data, extra overrides, a test metric, optimizer steps per epoch at batch 2): NER, NER with LoRA, answer
+# selection, and click prediction on the embedded MIND sample (12 training clicks, batch 1).
 FAMILIES = {
-    "ner": (lambda d: write_conll(d, train=40, validation=5, test=5), [], "test/f1"),
-    "ner_lora": (lambda d: write_conll(d, train=40, validation=5, test=5), ["finetune=lora"], "test/f1"),
-    "support_response": (write_pairs, [], "test/mrr"),
+    "ner": (lambda d: write_conll(d, train=40, validation=5, test=5), [], "test/f1", 20),
+    "ner_lora": (lambda d: write_conll(d, train=40, validation=5, test=5), ["finetune=lora"], "test/f1", 20),
+    "support_response": (write_pairs, [], "test/mrr", 20),
+    "recommendation": (lambda d: ["task=recommendation", "recommender=two_tower"], ["data.batch_size=1"],
+                       "test/auc", 12),
 }
 
 
@@ -104,11 +107,11 @@ def _comparable(metrics: dict) -> dict:
     return out
 
 
-def _kill_mid_second_epoch(victim: subprocess.Popen, last: Path, timeout: float = 300) -> None:
-    """SIGKILL ``victim`` as soon as ``last`` holds a state in the middle of epoch 1 (steps 21..39)."""
+def _kill_mid_second_epoch(victim: subprocess.Popen, last: Path, per_epoch: int = 20, timeout: float = 300) -> None:
+    """SIGKILL ``victim`` as soon as ``last`` holds a state in the middle of epoch 1 (steps 21..39 of 20 per epoch)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and victim.poll() is None:
-        if last.is_file() and 20 < _state(last)["global_step"] < 40:
+        if last.is_file() and per_epoch < _state(last)["global_step"] < 2 * per_epoch:
             victim.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
@@ -136,7 +139,8 @@ def test_killed_mid_epoch_run_resumes_to_the_same_weights_and_metrics(run_cli, t
              "logger=csv", *common, f"hydra.run.dir={run_dir}"],
             env=cli_env(), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
         )
-    killer = threading.Thread(target=_kill_mid_second_epoch, args=(victim, last))
+    per_epoch = FAMILIES[family][3]
+    killer = threading.Thread(target=_kill_mid_second_epoch, args=(victim, last, per_epoch))
     killer.start()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the victim (OMP_NUM_THREADS=1): the same kernels, no oversubscription
@@ -145,7 +149,7 @@ def test_killed_mid_epoch_run_resumes_to_the_same_weights_and_metrics(run_cli, t
         killer.join()
         assert victim.returncode == -signal.SIGKILL, (tmp_path / "victim.log").read_text()[-3000:]
         killed_at = _state(last)
-        assert 20 < killed_at["global_step"] < 40 and killed_at["epoch"] == 1  # mid-epoch, mid-schedule
+        assert per_epoch < killed_at["global_step"] < 2 * per_epoch and killed_at["epoch"] == 1  # mid-epoch
         assert not (run_dir / "metrics.json").exists()
         resumed, _ = run_cli(*common, "ckpt_path=last", run_dir=run_dir)
     finally:
@@ -153,7 +157,7 @@ def test_killed_mid_epoch_run_resumes_to_the_same_weights_and_metrics(run_cli, t
         torch.set_num_threads(threads)
 
     a, b = _state(ref_dir / "checkpoints" / "last.ckpt"), _state(last)
-    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (1, 40)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (1, 2 * per_epoch)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key

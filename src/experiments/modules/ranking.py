@@ -92,11 +92,6 @@ class RankingModule(EncoderModule):
     def count_examples(self, batch: dict[str, Any]) -> int:
         return int(batch["candidate_mask"].shape[0])
 
-    def on_train_epoch_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if hasattr(datamodule, "set_epoch"):
-            datamodule.set_epoch(self.current_epoch)
-
     # ---- evaluation -------------------------------------------------------------------------------
     def _batch_scores(self, batch: dict[str, Any]) -> list[tuple[int, list[float]]]:
         scores = self.score(batch).detach().float().cpu()

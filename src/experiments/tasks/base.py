@@ -211,8 +211,6 @@ class FeaturesDataModule(L.LightningDataModule):
         if k_shot_dev is not None and k_shot is None:
             raise ConfigError("data.k_shot_dev needs data.k_shot")
         self.k_shot, self.k_shot_seed, self.k_shot_dev = k_shot, int(k_shot_seed), k_shot_dev
-        if augment is not None and num_workers > 0:
-            raise ConfigError("data.augment draws each epoch's variants in the main process; set data.num_workers=0")
         self.augment = augment
         self.tokenizer = tokenizer
         self.cache_dir = cache_dir
@@ -248,13 +246,18 @@ class FeaturesDataModule(L.LightningDataModule):
         """The feature of one variant of the training example behind ``feature`` (tasks that augment)."""
         raise NotImplementedError(f"{type(self).__name__} does not support data.augment")
 
-    def train_collate(self, features: list[dict]) -> dict[str, Any]:
-        """:meth:`collate` of the training batch, each example replaced by this epoch's variant when augmenting."""
+    def train_lengths(self) -> list[int]:
+        """Length of every training example, for length-grouped batches."""
+        return [len(f["input_ids"]) for f in self.features["train"]]
+
+    def train_collate(self, items: list[tuple[dict, int]]) -> dict[str, Any]:
+        """The training batch from ``(feature, epoch)`` items (:class:`~experiments.tasks.sampling.EpochFeatures`):
+        :meth:`collate`, each example replaced by this epoch's variant when augmenting."""
+        features, epoch = [f for f, _ in items], int(items[0][1])
         if self.augment is None:
             return self.collate(features)
         import numpy as np
 
-        epoch = int(getattr(getattr(self._train_loader, "sampler", None), "epoch", 0))
         return self.collate([self.augmented_feature(f, np.random.RandomState([self.seed, epoch, f["example_id"]]))
                              for f in features])
 
@@ -262,7 +265,7 @@ class FeaturesDataModule(L.LightningDataModule):
         """Training: :class:`~experiments.tasks.sampling.TrainSampler` in a resumable loader (order from
         ``(seed, epoch)``, saved position). Validation/test: each rank's unpadded share, so that every
         example is evaluated exactly once under DDP. Predict: Lightning's default (unpadded) handling."""
-        from experiments.tasks.sampling import EvalSampler, ResumableDataLoader, TrainSampler
+        from experiments.tasks.sampling import EpochFeatures, EvalSampler, ResumableDataLoader, TrainSampler
 
         if split not in self.features:
             raise ValueError(f"no {split} data: set data.{split}_file")
@@ -275,10 +278,11 @@ class FeaturesDataModule(L.LightningDataModule):
         common = {"batch_size": batch_size, "collate_fn": self.collate, "num_workers": self.num_workers,
                   "persistent_workers": self.num_workers > 0, "generator": torch.Generator()}
         if shuffle:
-            sampler = TrainSampler([len(f["input_ids"]) for f in data], batch_size,
-                                   seed=self.seed,
+            sampler = TrainSampler(self.train_lengths(), batch_size, seed=self.seed,
                                    group_by_length=self.group_by_length, num_replicas=world, rank=rank)
-            loader = ResumableDataLoader(data, sampler=sampler, **{**common, "collate_fn": self.train_collate})
+            # Workers restart every epoch so that they see its number (EpochFeatures).
+            loader = ResumableDataLoader(EpochFeatures(data), sampler=sampler,
+                                         **{**common, "collate_fn": self.train_collate, "persistent_workers": False})
             if self._train_loader_state:
                 loader.load_state_dict(self._train_loader_state)
                 self._train_loader_state = None

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,22 @@ class EvalSampler(DistributedSampler):
         return self.num_samples
 
 
+class EpochFeatures(Dataset):
+    """Training features handed out as ``(feature, epoch)``, so that a collate that draws per epoch
+    (negatives, augmentation) knows the epoch even in a worker process. :class:`ResumableDataLoader` sets
+    ``epoch`` when an epoch's iteration starts; its training loader restarts workers every epoch."""
+
+    def __init__(self, data: Sequence[Any]):
+        self.data = data
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        return self.data[i], self.epoch
+
+
 class ResumableDataLoader(DataLoader):
     """A training DataLoader whose position in the epoch is saved in checkpoints and restored on resume.
 
@@ -137,6 +153,8 @@ class ResumableDataLoader(DataLoader):
         self._resume = None
         if sampler is not None:
             self.generator.manual_seed(sampler.seed + epoch)
+        if isinstance(self.dataset, EpochFeatures):
+            self.dataset.epoch = epoch  # before the worker processes (if any) take their copy
         self._batches = start
         for batch in super().__iter__():
             self._batches += 1

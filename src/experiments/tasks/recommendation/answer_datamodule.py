@@ -118,6 +118,7 @@ class AnswerSelectionDataModule(FeaturesDataModule):
         self.pairs: dict[str, list[Pair]] = {}
         self.split_ids: dict[str, list[str]] = {}
         self.eval_sets: dict[str, EvalSet] = {}
+        self._epoch = 0
 
     @property
     def labels(self) -> list[str]:
@@ -259,8 +260,7 @@ class AnswerSelectionDataModule(FeaturesDataModule):
                     "answers": self._pad([{"input_ids": f["answer_ids"]} for f in features]),
                     "size": len(features)}
         if "example_id" in first:  # cross-encoder training: gold + sampled negatives per message
-            sampler = getattr(self._train_loader, "sampler", None)
-            epoch = int(getattr(sampler, "epoch", 0))
+            epoch = self._epoch
             pairs = self._read("train")
             pool = self.train_pool
             index = {a: j for j, a in enumerate(pool)}
@@ -278,6 +278,10 @@ class AnswerSelectionDataModule(FeaturesDataModule):
             if key in first:
                 batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)
         return batch
+
+    def train_collate(self, items: list[tuple[dict, int]]) -> dict[str, Any]:
+        self._epoch = int(items[0][1])  # the cross-encoder's negatives are drawn per (seed, epoch, example)
+        return self.collate([f for f, _ in items])
 
     def hf_collator(self):  # the base class's hook; this module collates itself
         raise NotImplementedError

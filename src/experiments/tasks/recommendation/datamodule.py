@@ -4,9 +4,11 @@ Training follows the NRMS recipe (Wu et al. 2019, "Neural News Recommendation wi
 Self-Attention", EMNLP): one sample per clicked candidate of a training impression, with ``negatives``
 (K) non-clicked candidates of the same impression drawn at random (with replacement only when the
 impression has fewer than K); the loss is the softmax cross-entropy of the K+1 scores. Draws are seeded by
-(``sample_seed``, epoch, sample index): the same run draws the same negatives, and every epoch new ones
-(the module sets the epoch; with ``num_workers > 0`` the training workers are restarted every epoch so
-they see it).
+(``sample_seed``, epoch, sample index): the same run draws the same negatives, and every epoch new ones.
+
+On the shared base (:class:`~experiments.tasks.base.FeaturesDataModule`): the order of the training
+samples depends only on ``(seed, epoch)`` and the loader's position is saved in checkpoints (exact
+resume), and under DDP every evaluation batch is scored by exactly one process.
 
 Evaluation scores every candidate of every impression. Evaluation batches are whole impressions packed
 until ``eval_batch_size`` candidates (an impression larger than that is a batch on its own).
@@ -25,18 +27,17 @@ column 0 in training batches) and ``impression_index`` ``[B]`` (position in the 
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from experiments.errors import ConfigError, DataError
+from experiments.tasks.base import STAGE_SPLITS, FeaturesDataModule
 from experiments.tasks.recommendation.mind import TEXT_FIELDS, Impression, MindSplit, read_split
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class EvalBatches(Dataset):
         return out
 
 
-class RecommendationDataModule(L.LightningDataModule):
+class RecommendationDataModule(FeaturesDataModule):
     """MIND-format splits for ``RankingModule``.
 
     Args:
@@ -131,6 +132,7 @@ class RecommendationDataModule(L.LightningDataModule):
         batch_size: training samples per batch; eval_batch_size: candidates per evaluation batch.
         pad_to_multiple_of: pad each batch to a multiple of this.
         num_workers: DataLoader worker processes.
+        seed: seed of the training order (the run's ``seed``).
 
     Raises (when ``labels`` or ``splits`` is first read, as the entry point does right after building it):
         ConfigError: unknown architecture or item field, a bad count.
@@ -159,25 +161,23 @@ class RecommendationDataModule(L.LightningDataModule):
         eval_batch_size: int = 64,
         pad_to_multiple_of: int | None = None,
         num_workers: int = 0,
+        seed: int = 0,
     ):
-        super().__init__()
-        self.tokenizer = tokenizer
+        # Evaluation loaders hand out one packed batch (a list of impressions) at a time.
+        super().__init__(tokenizer, batch_size=batch_size, eval_batch_size=1, max_length=max_length,
+                         group_by_length=False, pad_to_multiple_of=pad_to_multiple_of, num_workers=num_workers,
+                         seed=seed)
         self.architecture = architecture
         self.item_fields = tuple(item_fields)
         self.max_history = max_history
         self.negatives = negatives
         self.sample_seed = sample_seed
-        self.max_length = max_length
         self.item_max_length = item_max_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.pad_to_multiple_of = pad_to_multiple_of
-        self.num_workers = num_workers
+        self.eval_candidates = eval_batch_size
         self.eval_only = labels is not None
         self.given = {"train": train_file, "validation": validation_file, "test": test_file, "predict": predict_file}
         self.data_dir = data_dir
         self._splits: dict[str, MindSplit] | None = None
-        self.train_set: TrainSamples | None = None
 
     def _check(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -238,11 +238,6 @@ class RecommendationDataModule(L.LightningDataModule):
             raise ConfigError(f"no {split} data: set data.{split}_file")
         return self.splits[split].impressions
 
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch of the negative draws (called by the module at each training epoch start)."""
-        if self.train_set is not None:
-            self.train_set.set_epoch(epoch)
-
     # ---- text and batches -------------------------------------------------------------------------
     def _text(self, split: str, news_id: str) -> str:
         return self.splits[split].news[news_id].text(self.item_fields)
@@ -257,7 +252,7 @@ class RecommendationDataModule(L.LightningDataModule):
                              return_tensors="pt")
         return dict(enc)
 
-    def collate(self, rows: list[dict[str, Any]], split: str) -> dict[str, Any]:
+    def collate_rows(self, rows: list[dict[str, Any]], split: str) -> dict[str, Any]:
         """A batch from samples (see the module docstring for its keys)."""
         n_cand = max(len(r["candidates"]) for r in rows)
         mask = torch.zeros(len(rows), n_cand, dtype=torch.bool)
@@ -295,25 +290,45 @@ class RecommendationDataModule(L.LightningDataModule):
         batch["candidate_index"] = candidate_index
         return batch
 
-    # ---- loaders ----------------------------------------------------------------------------------
-    def train_dataloader(self) -> DataLoader:
-        self.train_set = TrainSamples(self.impressions("train"), self.negatives, self.sample_seed)
-        if self.trainer is not None:
-            self.train_set.set_epoch(self.trainer.current_epoch)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          collate_fn=functools.partial(self.collate, split="train"), num_workers=self.num_workers,
-                          persistent_workers=False)
+    # ---- features and loaders ---------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Training samples and packed evaluation batches of the splits ``stage`` uses."""
+        for split in STAGE_SPLITS.get(stage, tuple(self.splits)):
+            if split not in self.splits or split in self.features:
+                continue
+            if split == "train":
+                samples = TrainSamples(self.impressions("train"), self.negatives, self.sample_seed).samples
+                self.features[split] = [{"sample": k, "impression_index": i, "positive": pos}
+                                        for k, (i, pos) in enumerate(samples)]
+            else:
+                self.features[split] = [{"split": split, "impressions": b}
+                                        for b in EvalBatches(self.impressions(split), self.eval_candidates).batches]
 
-    def _eval_loader(self, split: str) -> DataLoader:
-        data = EvalBatches(self.impressions(split), self.eval_batch_size)
-        return DataLoader(data, batch_size=None, shuffle=False, collate_fn=functools.partial(self.collate, split=split),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+    def train_lengths(self) -> list[int]:
+        return [1] * len(self.features["train"])  # no length grouping: one sample is one click
 
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("validation")
+    def train_collate(self, items: list[tuple[dict, int]]) -> dict[str, Any]:
+        """NRMS samples with this epoch's negatives, ``default_rng([sample_seed, epoch, sample])``."""
+        rows = []
+        impressions = self.impressions("train")
+        for f, epoch in items:
+            imp = impressions[f["impression_index"]]
+            rng = np.random.default_rng([self.sample_seed, int(epoch), f["sample"]])
+            rows.append({"impression_index": f["impression_index"], "history": imp.history,
+                         "candidates": [f["positive"], *sample_negatives(imp.negatives, self.negatives, rng)],
+                         "labels": [1] + [0] * self.negatives})
+        return self.collate_rows(rows, "train")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+    def collate(self, features: list[dict]) -> dict[str, Any]:
+        """One evaluation batch from packed impression lists (the loaders hand out one at a time)."""
+        rows = []
+        for f in features:
+            impressions = self.impressions(f["split"])
+            for index in f["impressions"]:
+                imp = impressions[index]
+                rows.append({"impression_index": index, "history": imp.history, "candidates": imp.candidates,
+                             "labels": imp.labels or [0] * len(imp.candidates)})
+        return self.collate_rows(rows, features[0]["split"])
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("predict")
+    def hf_collator(self):  # the base class's hook; this module collates itself
+        raise NotImplementedError
