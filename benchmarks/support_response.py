@@ -12,7 +12,9 @@ Rows (every one scored by ``tasks.recommendation.answer_metrics`` against the te
 * ``bi-encoder``: ``task=support_response`` trained ``--epochs`` epochs (in-batch negatives);
 * ``cross-encoder over BM25`` and ``cross-encoder over bi-encoder``: ``answer_model=cross_encoder`` trained
   ``--cross-epochs`` epochs against ``--negatives`` random answers per message, reranking the top 10 of BM25;
-  then the same checkpoint tested (``mode=test``) reranking the top 10 of the bi-encoder run.
+  then the same checkpoint tested (``mode=test``) reranking the top 10 of the bi-encoder run; and a
+  cross-encoder trained against answers of the message's own intent (``data.negatives_from=intent``, the
+  hard negatives a reranker has to separate) reranking the bi-encoder's top 10 (validation: BM25's).
 
 Each model run is a normal CLI run in its own folder under ``--out``; a folder whose ``metrics.json`` exists
 is reused, so an interrupted run resumes. Writes ``<out>/results.json`` and prints a Markdown table with the
@@ -109,6 +111,9 @@ def main() -> None:
     rows["cross-encoder over bi-encoder top 10"] = cli(  # the same trained cross-encoder, another first stage
         out / "cross_bi", [*cross, "mode=test", f"ckpt_path={best}",
                            f"data.candidates_file={out / 'bi_encoder' / 'predictions.jsonl'}"])
+    rows["cross-encoder, same-intent negatives, over bi-encoder top 10"] = cli(
+        out / "cross_intent_bi", [*cross, "data.negatives_from=intent", f"trainer.max_epochs={args.cross_epochs}",
+                                  f"data.candidates_file={out / 'bi_encoder' / 'predictions.jsonl'}"])
     result = {"machine": machine(), "seed": args.seed, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -111,6 +111,26 @@ def test_the_bitext_split_is_seeded_stratified_disjoint_and_the_intent_tasks_spl
     assert [[pairs[i].id for i in part] for part in parts] == list(ids.values())
 
 
+def test_same_intent_negatives_share_the_message_intent(tmp_path, tiny_tokenizer):
+    from experiments.tasks.recommendation.answer_datamodule import AnswerSelectionDataModule
+
+    data = write_pairs(tmp_path / "pairs.csv")
+    dm = AnswerSelectionDataModule(tiny_tokenizer, str(data), architecture="cross_encoder", negatives=2,
+                                   negatives_from="intent", batch_size=4, seed=1)
+    dm.setup("fit")
+    pairs = dm._read("train")
+    batch = dm.train_collate([(f, 0) for f in dm.features["train"][:4]])
+    assert batch["pairs"]["input_ids"].shape[0] == 4 * 3
+    texts = [tiny_tokenizer.decode(ids, skip_special_tokens=True) for ids in batch["pairs"]["input_ids"]]
+    for n, f in enumerate(dm.features["train"][:4]):
+        intent = pairs[f["example_id"]].intent
+        group = texts[3 * n:3 * n + 3]
+        assert all(f"the {intent} answer" in t for t in group)  # gold and both negatives: the same intent
+        assert len(set(group)) == 3  # distinct answers, the gold first
+    assert dm.train_collate([(f, 0) for f in dm.features["train"][:4]])["pairs"]["input_ids"].equal(
+        batch["pairs"]["input_ids"])
+
+
 def test_a_pair_file_without_answers_is_an_error_naming_the_row(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("instruction,response,intent\nhi,hello,greet\nbye,,greet\n")

@@ -75,6 +75,8 @@ class AnswerSelectionDataModule(FeaturesDataModule):
         message_column, answer_column, intent_column, id_column: the table's columns.
         answer_max_length: sub-tokens per answer (bi-encoder) or per pair (cross-encoder).
         negatives: sampled negatives per message for cross-encoder training.
+        negatives_from: ``pool`` (any other training answer) or ``intent`` (other answers of the message's
+            intent, the hard negatives a reranker must tell apart; the whole pool when the intent has too few).
         top_k: candidates the cross-encoder reranks, and answers written per message in predictions.
         candidates_file: a bi-encoder run's ``predictions.jsonl`` on the same test split: its ranking is
             the cross-encoder's first stage on test (default, and always on validation and predict: BM25).
@@ -93,7 +95,7 @@ class AnswerSelectionDataModule(FeaturesDataModule):
                  pool_file: str | None = None, architecture: str = "bi_encoder",
                  message_column: str = "instruction", answer_column: str = "response",
                  intent_column: str | None = "intent", id_column: str | None = None,
-                 answer_max_length: int = 128, negatives: int = 3, top_k: int = 10,
+                 answer_max_length: int = 128, negatives: int = 3, negatives_from: str = "pool", top_k: int = 10,
                  candidates_file: str | None = None, r10_seed: int = 0,
                  split_fractions: tuple[float, ...] | list[float] = (0.8, 0.1, 0.1), split_seed: int = 42,
                  output_dir: str | None = None, labels: list[str] | None = None, **batching: Any):
@@ -105,6 +107,9 @@ class AnswerSelectionDataModule(FeaturesDataModule):
                         "intent_column": intent_column, "id_column": id_column}
         self.answer_max_length = int(answer_max_length)
         self.negatives = int(negatives)
+        if negatives_from not in ("pool", "intent"):
+            raise ConfigError(f"data.negatives_from must be pool or intent; got {negatives_from!r}")
+        self.negatives_from = negatives_from
         self.top_k = int(top_k)
         self.candidates_file = candidates_file
         self.r10_seed = int(r10_seed)
@@ -264,12 +269,21 @@ class AnswerSelectionDataModule(FeaturesDataModule):
             pairs = self._read("train")
             pool = self.train_pool
             index = {a: j for j, a in enumerate(pool)}
+            if not hasattr(self, "_by_intent"):
+                self._by_intent: dict[str, list[int]] = {}
+                for q in pairs:
+                    self._by_intent.setdefault(q.intent, []).append(index[q.answer])
+                self._by_intent = {k: sorted(set(v)) for k, v in self._by_intent.items()}
             rows = []
             for f in features:
                 p = pairs[f["example_id"]]
                 gold = index[p.answer]
                 rng = np.random.RandomState([self.seed, epoch, f["example_id"]])
-                negs = [j for j in rng.permutation(len(pool))[: self.negatives + 1].tolist() if j != gold]
+                candidates = list(range(len(pool)))
+                if self.negatives_from == "intent" and len(self._by_intent.get(p.intent, [])) > self.negatives:
+                    candidates = self._by_intent[p.intent]
+                drawn = [candidates[k] for k in rng.permutation(len(candidates))[: self.negatives + 1].tolist()]
+                negs = [j for j in drawn if j != gold]
                 for j in [gold, *negs[: self.negatives]]:
                     rows.append(self._ids(p.message, pool[j], self.answer_max_length))
             return {"pairs": self._pad(rows), "size": len(features), "group": self.negatives + 1}
