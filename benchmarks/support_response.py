@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -37,24 +36,11 @@ KEYS = ("recall@1", "recall@5", "mrr", "r10@1", "intent_match@1")
 
 
 def machine() -> str:
-    """CPU model, its vector/matrix flags, core count, torch and transformers versions."""
-    import os
+    """CPU model and flags, torch and transformers versions, as one line (``results.machine``)."""
+    from results import machine as parts
 
-    import torch
-    import transformers
-
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown CPU", "", "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    shown = sorted(f for f in flags if f == "avx2" or f.startswith(("avx512", "amx")))
-    return (f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/avx512/amx'}; "
-            f"torch {torch.__version__}, transformers {transformers.__version__}")
+    m = parts()
+    return f"{m['cpu']}, flags {m['flags']}; torch {m['torch']}, transformers {m['transformers']}"
 
 
 def cli(out: Path, overrides: list[str]) -> dict[str, Any]:

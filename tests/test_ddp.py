@@ -55,19 +55,24 @@ def test_ddp_cpu_one_run_dir_rank0_outputs_and_the_test_scores_of_one_process(ru
     assert (single_dir / "predictions.jsonl").read_text().splitlines() == ddp_rows
 
 
-def test_ddp_cpu_answer_selection_scores_as_one_process(run_cli, tmp_path, tiny_encoder_dir):
-    from test_resume import write_pairs
-
-    data = write_pairs(tmp_path / "data")
+def ddp_train(tmp_path, tiny_encoder_dir, overrides: list[str]) -> dict:
+    """One epoch under ``trainer=ddp_cpu`` (2 gloo processes) into ``tmp_path/ddp``; its metrics.json."""
     run_dir = tmp_path / "ddp"
     proc = subprocess.run(
         [sys.executable, "-m", "experiments", "trainer=ddp_cpu", f"model.name_or_path={tiny_encoder_dir}",
          "trainer.precision=32", "trainer.max_epochs=1", "~callbacks.progress_bar", "data.batch_size=2",
-         "data.eval_batch_size=2", *data, f"hydra.run.dir={run_dir}"],
+         *overrides, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ddp = json.loads((run_dir / "metrics.json").read_text())
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_ddp_cpu_answer_selection_scores_as_one_process(run_cli, tmp_path, tiny_encoder_dir):
+    from test_resume import write_pairs
+
+    data = write_pairs(tmp_path / "data")
+    ddp = ddp_train(tmp_path, tiny_encoder_dir, [*data, "data.eval_batch_size=2"])
     assert ddp["test/messages"] == 5  # every test message scored once over the two ranks
     single, _ = run_cli("mode=test", f"ckpt_path={ddp['test/checkpoint']}", "trainer.accelerator=cpu",
                         "data.eval_batch_size=3", "~callbacks.progress_bar", *data, run_dir=tmp_path / "single")
@@ -76,16 +81,8 @@ def test_ddp_cpu_answer_selection_scores_as_one_process(run_cli, tmp_path, tiny_
 
 
 def test_ddp_cpu_click_prediction_scores_as_one_process(run_cli, tmp_path, tiny_encoder_dir):
-    run_dir = tmp_path / "ddp"
     data = ["task=recommendation", "recommender=two_tower"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments", "trainer=ddp_cpu", f"model.name_or_path={tiny_encoder_dir}",
-         "trainer.precision=32", "trainer.max_epochs=1", "~callbacks.progress_bar", "data.batch_size=2",
-         "data.eval_batch_size=8", *data, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    ddp = json.loads((run_dir / "metrics.json").read_text())
+    ddp = ddp_train(tmp_path, tiny_encoder_dir, [*data, "data.eval_batch_size=8"])
     assert ddp["test/impressions"] == 10  # every test impression of the embedded sample once over two ranks
     single, _ = run_cli("mode=test", f"ckpt_path={ddp['test/checkpoint']}", "trainer.accelerator=cpu",
                         "data.eval_batch_size=20", "~callbacks.progress_bar", *data, run_dir=tmp_path / "single")
