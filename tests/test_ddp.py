@@ -80,6 +80,16 @@ def test_ddp_cpu_answer_selection_scores_as_one_process(run_cli, tmp_path, tiny_
         assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
 
 
+def test_ddp_cpu_lora_scores_as_one_process(run_cli, tmp_path, tiny_encoder_dir):
+    data = write_conll(tmp_path / "data", train=12, validation=5, test=7)
+    ddp = ddp_train(tmp_path, tiny_encoder_dir, [*data, "finetune=lora", "data.eval_batch_size=2"])
+    assert ddp["train/trainable_params"] < ddp["train/total_params"] / 2
+    single, _ = run_cli("mode=test", f"ckpt_path={ddp['test/checkpoint']}", "finetune=lora", "trainer.accelerator=cpu",
+                        "data.eval_batch_size=3", "~callbacks.progress_bar", *data, run_dir=tmp_path / "single")
+    for key in ("test/f1", "test/precision", "test/recall", "test/accuracy"):
+        assert ddp[key] == single[key], key
+
+
 def test_ddp_cpu_click_prediction_scores_as_one_process(run_cli, tmp_path, tiny_encoder_dir):
     data = ["task=recommendation", "recommender=two_tower"]
     ddp = ddp_train(tmp_path, tiny_encoder_dir, [*data, "data.eval_batch_size=8"])

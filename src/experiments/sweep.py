@@ -28,7 +28,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
 import random
 import re
@@ -45,10 +44,10 @@ import yaml
 
 from experiments import reporting
 from experiments.errors import ConfigError
+from experiments.history import HISTORY_FILE, number, read_history  # noqa: F401
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 RECORDS = "trials.jsonl"
-HISTORY_FILE = "val_history.json"
 TRIAL_FILE = "trial.json"
 # sweeps 0.3 declares a pydantic v1 config key; pydantic 2 warns about it on import.
 warnings.filterwarnings("ignore", message="Valid config keys have changed in V2", category=UserWarning)
@@ -127,53 +126,7 @@ def _slug(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem)
 
 
-def number(value: Any) -> float | None:
-    """``value`` as a finite float (tensors and numeric strings too), else None."""
-    try:
-        value = float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 # ---- a run's scores -----------------------------------------------------------------------------------
-def read_history(run_dir: str | Path, name: str) -> list[float]:
-    """Every value ``name`` took in a finished run, in order.
-
-    Looks in ``val_history.json`` (the :class:`Tracking` callback), then ``csv/metrics.csv`` (the CSV
-    logger), then ``metrics.json`` (test metrics and parameter counts). Empty when none has it.
-    """
-    run_dir = Path(run_dir)
-    path = run_dir / HISTORY_FILE
-    if path.is_file():
-        try:
-            rows = json.loads(path.read_text()).get("history", [])
-        except (json.JSONDecodeError, AttributeError):
-            rows = []
-        values = [v for v in (number(r.get(name)) for r in rows if isinstance(r, dict)) if v is not None]
-        if values:
-            return values
-    path = run_dir / "csv" / "metrics.csv"
-    if path.is_file():
-        import csv
-
-        with path.open(newline="") as fh:
-            values = [
-                v for v in (number(r.get(name)) for r in csv.DictReader(fh) if r.get(name)) if v is not None
-            ]
-        if values:
-            return values
-    path = run_dir / "metrics.json"
-    if path.is_file():
-        try:
-            value = number(json.loads(path.read_text()).get(name))
-        except (json.JSONDecodeError, AttributeError):
-            value = None
-        if value is not None:
-            return [value]
-    return []
-
-
 # ---- trials --------------------------------------------------------------------------------------------
 def read_records(sweep_dir: Path) -> list[dict[str, Any]]:
     """Finished trial records of a sweep dir (a torn last line, from a crash while writing, is skipped)."""

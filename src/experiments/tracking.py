@@ -29,11 +29,9 @@ from lightning.pytorch.callbacks import Callback
 
 from experiments import reporting
 from experiments.errors import ConfigError
-from experiments.sweep import number, read_history
+from experiments.history import HISTORY_FILE, number, read_history  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-
 
 def wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
     """The ``WandbLogger`` instances among ``loggers`` (W&B is imported only if Lightning's logger is)."""

@@ -7,15 +7,12 @@ must agree, so that the intent, slot and answer models of one assistant are all 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -166,18 +163,6 @@ def write_split_ids(path: PathLike, splits: Mapping[str, Sequence[str]]) -> None
                 raise ValueError(f"id {example_id!r} is in split {owner[example_id]!r} and again in {name!r}")
             owner[example_id] = name
             payload[name].append(example_id)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            json.dump(payload, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from experiments.reporting import write_text
+
+    write_text(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -404,19 +403,9 @@ def write_conll(sentences: Iterable[Sentence], path: str | os.PathLike[str], sep
                 raise ValueError(f"sentence at line {s.line}, token {i}: a token cannot be {_DOCSTART}")
             lines.append(f"{word}{separator}{tag}\n")
         blocks.append("".join(lines) + "\n")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write("".join(blocks))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from experiments.reporting import write_text
+
+    write_text(path, "".join(blocks))
 
 
 def check_labels(
