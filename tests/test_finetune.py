@@ -9,7 +9,10 @@ from test_cli import data_overrides, write_data
 from test_configs import options
 
 
-@pytest.mark.parametrize("finetune", options("finetune"))
+PROMPT_LEARNING = ("prompt_tuning", "p_tuning", "prefix_tuning")  # sentence classification only (test_prompt_learning)
+
+
+@pytest.mark.parametrize("finetune", [f for f in options("finetune") if f not in PROMPT_LEARNING])
 def test_ner_fast_dev_run_per_strategy(run_cli, tmp_path, finetune):
     metrics, _ = run_cli("debug=fast_dev_run", f"finetune={finetune}", *data_overrides(write_data(tmp_path / "d")))
     assert 0.0 <= metrics["test/f1"] <= 1.0

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import config_dir, prepare, register_resolvers, single_log_stream
 from experiments.distributed import is_rank_zero, launch_overrides
-from experiments.errors import ExperimentsError
+from experiments.errors import ConfigError, ExperimentsError
 
 log = logging.getLogger("experiments")
 register_resolvers()
@@ -122,6 +122,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, labels=_stored_labels(cfg))
     labels = _train_labels(cfg, datamodule)
     adapter = instantiate(cfg.finetune.adapter) if cfg.finetune.get("adapter") else None
+    if getattr(adapter, "is_prompt_learning", False) and cfg.mode == "train" and cfg.export.onnx:
+        raise ConfigError(f"export.onnx=true needs a plain model; finetune={cfg.finetune.name} exports a peft "
+                          "adapter (model_adapter/) whose virtual tokens no merge folds into the weights")
     model = instantiate(cfg.model)(labels=labels, adapter=adapter)
     adversary = instantiate(cfg.finetune.adversary) if cfg.finetune.get("adversary") else None
     module = instantiate(cfg.module)(

@@ -86,13 +86,24 @@ def export_model(model: Any, tokenizer: Any, out_dir: str | Path) -> dict[str, s
     adapter to ``<out_dir>_adapter`` and a merged full model (``merge_and_unload`` on a copy, so the
     in-memory model keeps its adapter) to ``out_dir``; plain ``transformers`` loads the latter.
 
+    Prompt learning (virtual tokens, which no merge can fold into the weights) writes only the adapter
+    folder, loaded with ``peft.AutoPeftModelForSequenceClassification.from_pretrained``.
+
     Returns:
-        ``{"model": path}`` plus ``{"adapter": path}`` for peft models.
+        ``{"model": path}`` plus ``{"adapter": path}`` for peft models; only ``{"adapter": path}`` for prompt
+        learning.
     """
     import copy
 
     out_dir = Path(out_dir)
     written = {}
+    config = next(iter(getattr(model, "peft_config", {}).values()), None)
+    if config is not None and getattr(config, "is_prompt_learning", False):
+        # Virtual tokens cannot be merged into the weights: the adapter folder is the export (loaded with
+        # peft's AutoPeftModelForSequenceClassification, which fetches the base model it names).
+        adapter_dir = out_dir.with_name(out_dir.name + "_adapter")
+        _save_folder(adapter_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+        return {"adapter": str(adapter_dir)}
     if hasattr(model, "merge_and_unload"):
         adapter_dir = out_dir.with_name(out_dir.name + "_adapter")
         _save_folder(adapter_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))

@@ -233,12 +233,19 @@ def _quiet_from_pretrained(auto, name_or_path: str, kwargs: dict) -> nn.Module:
 
 
 def apply_lora(model: nn.Module, adapter: LoraConfig, head: Head) -> nn.Module:
-    """Wrap ``model`` with peft LoRA; default target modules are the attention query and value.
+    """Wrap ``model`` with a peft adapter: LoRA (default target modules: the attention query and value)
+    or prompt learning (``PromptTuningConfig``: trained virtual-token embeddings, Lester et al. 2021;
+    ``PromptEncoderConfig``: P-tuning, Liu et al. 2021, virtual tokens from a small prompt encoder).
+    peft prepends the virtual tokens and extends the attention mask over them, so the encoder attends to
+    them and padding stays masked.
 
     Raises:
-        ConfigError: a target module name that matches no module of this architecture.
+        ConfigError: a LoRA target module name that matches no module of this architecture; prompt
+            learning with another head than sequence classification (the virtual tokens would shift the
+            word alignment of NER); prefix tuning, which needs past key values that transformers 5's BERT
+            models no longer take.
     """
-    from peft import TaskType, get_peft_model
+    from peft import PrefixTuningConfig, PromptLearningConfig, TaskType, get_peft_model
 
     task_type = {
         "token_classification": TaskType.TOKEN_CLS,
@@ -246,6 +253,19 @@ def apply_lora(model: nn.Module, adapter: LoraConfig, head: Head) -> nn.Module:
         "encoder": TaskType.FEATURE_EXTRACTION,
     }[head]
     adapter = replace(adapter, task_type=task_type)
+    if isinstance(adapter, PromptLearningConfig):
+        if isinstance(adapter, PrefixTuningConfig):
+            raise ConfigError(f"finetune=prefix_tuning cannot be applied to {type(model).__name__}: prefix tuning "
+                              "feeds past key values, which transformers 5's BERT-family models no longer accept; "
+                              "use finetune=prompt_tuning or finetune=p_tuning")
+        if head != "sequence_classification":
+            raise ConfigError(f"prompt learning ({type(adapter).__name__}) is for sentence classification "
+                              "(task=text_classification, support_intent, financial_sentiment): with "
+                              f"model.head={head} the virtual tokens would shift the alignment of the outputs")
+        try:
+            return get_peft_model(model, adapter)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"{type(adapter).__name__} cannot be applied to {type(model).__name__}: {err}") from err
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     targets = adapter.target_modules
     if isinstance(targets, (list, set, tuple)):
