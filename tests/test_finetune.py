@@ -8,8 +8,7 @@ import pytest
 from test_cli import data_overrides, write_data
 from test_configs import options
 
-
-PROMPT_LEARNING = ("prompt_tuning", "p_tuning", "prefix_tuning")  # sentence classification only (test_prompt_learning)
+PROMPT_LEARNING = ("prompt_tuning", "p_tuning", "prefix_tuning", "pet")  # sentence classification only (test_prompt_learning, test_pet)
 
 
 @pytest.mark.parametrize("finetune", [f for f in options("finetune") if f not in PROMPT_LEARNING])

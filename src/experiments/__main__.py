@@ -122,9 +122,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, labels=_stored_labels(cfg))
     labels = _train_labels(cfg, datamodule)
     adapter = instantiate(cfg.finetune.adapter) if cfg.finetune.get("adapter") else None
-    if getattr(adapter, "is_prompt_learning", False) and cfg.mode == "train" and cfg.export.onnx:
-        raise ConfigError(f"export.onnx=true needs a plain model; finetune={cfg.finetune.name} exports a peft "
-                          "adapter (model_adapter/) whose virtual tokens no merge folds into the weights")
+    if (getattr(adapter, "is_prompt_learning", False) or cfg.finetune.get("name") == "pet") and cfg.mode == "train" \
+            and cfg.export.onnx:
+        raise ConfigError(f"export.onnx=true exports a sequence-classification model; finetune={cfg.finetune.name} "
+                          "exports a peft adapter or a masked-LM model with pet.json")
     model = instantiate(cfg.model)(labels=labels, adapter=adapter)
     adversary = instantiate(cfg.finetune.adversary) if cfg.finetune.get("adversary") else None
     module = instantiate(cfg.module)(

@@ -17,7 +17,7 @@ import socket
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from experiments.errors import ConfigError, ModelLoadError
@@ -185,6 +185,10 @@ def build_model(
         kwargs["label2id"] = {label: i for i, label in enumerate(labels)}
         if multi_label:
             kwargs["problem_type"] = "multi_label_classification"
+    from experiments.finetune.pet import PETConfig
+
+    if isinstance(adapter, PETConfig):
+        return _cloze_model(name_or_path, head, labels or [], adapter, kwargs)
     auto = {
         "token_classification": AutoModelForTokenClassification,
         "sequence_classification": AutoModelForSequenceClassification,
@@ -205,6 +209,40 @@ def build_model(
     if adapter is not None:
         model = apply_lora(model, adapter, head)
     return model
+
+
+def _cloze_model(name_or_path: str, head: Head, labels: list[str], pet: Any, kwargs: dict) -> nn.Module:
+    """``finetune=pet``: the masked-LM model wrapped as a classifier (:mod:`experiments.finetune.pet`).
+
+    Raises:
+        ConfigError: another head than sequence classification, a checkpoint without a masked-LM head, or a
+            bad verbalizer.
+    """
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from experiments.finetune.pet import ClozeClassifier, verbalizer_ids
+
+    if head != "sequence_classification":
+        raise ConfigError("finetune=pet is cloze classification of sentences (task=text_classification, "
+                          f"support_intent, financial_sentiment); model.head={head} cannot use it")
+    mlm_kwargs = {k: v for k, v in kwargs.items() if k not in ("num_labels", "problem_type")}
+    try:
+        mlm, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True, **mlm_kwargs)
+    except OSError as err:
+        raise ModelLoadError(f"cannot load {name_or_path!r}: {err}. {_WAYS_OUT}") from err
+    missing = [k for k in info.get("missing_keys") or [] if k.startswith(("cls.", "lm_head", "vocab_"))]
+    if missing:
+        raise ConfigError(f"{name_or_path} has no masked-LM head ({', '.join(sorted(missing)[:3])} missing): "
+                          "finetune=pet scores the label words with it. Use an encoder saved with its MLM head "
+                          "(model=bert-base online, or a BertForMaskedLM folder); all-MiniLM-L6-v2 has none")
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=kwargs.get("revision"),
+                                              trust_remote_code=kwargs.get("trust_remote_code", False))
+    if tokenizer.mask_token_id is None:
+        raise ConfigError(f"the tokenizer of {name_or_path} has no mask token; finetune=pet needs one")
+    ids = verbalizer_ids(tokenizer, labels, pet.verbalizer)
+    mlm.config.id2label = dict(enumerate(labels))
+    mlm.config.label2id = {label: i for i, label in enumerate(labels)}
+    return ClozeClassifier(mlm, tokenizer.mask_token_id, ids, pet.template)
 
 
 def _quiet_from_pretrained(auto, name_or_path: str, kwargs: dict) -> nn.Module:

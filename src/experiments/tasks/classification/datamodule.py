@@ -132,6 +132,8 @@ class TextClassificationDataModule(FeaturesDataModule):
         split_fractions: train/validation/test fractions when a source has no split at all.
         validation_fraction: fraction of train held out for validation when only train/test exist.
         split_seed: seed of the carved splits.
+        template: PET's cloze template (``finetune=pet``): every text becomes it with ``{text}`` replaced by the
+            text and ``{mask}`` by the tokenizer's mask token; ``None``: the text as it is.
         **batching: see ``FeaturesDataModule`` (``batch_size``, ``max_length``, ...).
     """
 
@@ -166,6 +168,7 @@ class TextClassificationDataModule(FeaturesDataModule):
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
         validation_fraction: float = 0.1,
         split_seed: int = 42,
+        template: str | None = None,
         **batching: Any,
     ):
         super().__init__(tokenizer, **batching)
@@ -201,6 +204,9 @@ class TextClassificationDataModule(FeaturesDataModule):
         self.split_fractions = [float(f) for f in split_fractions]
         self.validation_fraction = float(validation_fraction)
         self.split_seed = int(split_seed)
+        if template is not None and ("{text}" not in template or "{mask}" not in template):
+            raise ConfigError(f"data.template must hold {{text}} and {{mask}}; got {template!r}")
+        self.template = template
         self._labels = list(labels) if labels is not None else None
         self.examples: dict[str, list[Example]] = {}
         self.split_ids: dict[str, list[str]] = {}
@@ -472,7 +478,7 @@ class TextClassificationDataModule(FeaturesDataModule):
             if not examples:
                 self.features[split] = []
                 continue
-            texts = [e.text for e in examples]
+            texts = [self._templated(e.text) for e in examples]
             pairs = [e.text_pair for e in examples]
             has_pairs = any(p is not None for p in pairs)
             if has_pairs and not all(p is not None for p in pairs):
@@ -489,10 +495,16 @@ class TextClassificationDataModule(FeaturesDataModule):
             log.info("%s: %d examples (%s)", split, len(feats), self._origin.get(split, self.files[split]))
         self._write_split_ids()
 
+    def _templated(self, text: str) -> str:
+        if self.template is None:
+            return text
+        return self.template.replace("{mask}", self.tokenizer.mask_token).replace("{text}", text)
+
     def augmented_feature(self, feature: dict, rng: Any) -> dict:
         """Re-tokenize this epoch's variant of the training text (``data.augment``); label and pair kept."""
         e = self.examples["train"][feature["example_id"]]
-        enc = self.tokenizer(self.augment(e.text, rng), e.text_pair, truncation=True, max_length=self.max_length)
+        enc = self.tokenizer(self._templated(self.augment(e.text, rng)), e.text_pair, truncation=True,
+                             max_length=self.max_length)
         return {**dict(enc), "labels": feature["labels"], "example_id": feature["example_id"]}
 
     def _write_split_ids(self) -> None:
