@@ -212,7 +212,7 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
 
                 onnx_path = export_onnx(out / "model", out / "model.onnx", head=str(cfg.model.head))
                 log.info("ONNX model written to %s", onnx_path)
-        if key := next((k for k in ("test/f1", "test/accuracy", "test/auc") if k in metrics), None):
+        if key := next((k for k in ("test/f1", "test/accuracy", "test/auc", "test/mrr") if k in metrics), None):
             print(f"{key} = {metrics[key]:.4f}   (outputs in {out})")
     return metrics
 
