@@ -4,6 +4,7 @@ draw's guarantee, the runs that record them, and the refusal of epochs shorter t
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 
 import pytest
@@ -92,12 +93,17 @@ def test_a_k_shot_classification_run_trains_on_the_draw_and_records_it(run_cli, 
     assert not set(ids["train"]) & set(split["test"])
 
 
-def test_a_k_shot_ner_run_and_the_short_epoch_refusal(run_cli, tmp_path):
+def test_a_k_shot_ner_run_and_the_short_epoch_refusal(run_cli, tmp_path, caplog):
     from test_cli import data_overrides, write_data
 
     files = write_data(tmp_path / "data")
     _, run_dir = run_cli("debug=fast_dev_run", *data_overrides(files), "data.k_shot=1")
-    assert (run_dir / "kshot_ids.json").exists()
+    ids = json.loads((run_dir / "kshot_ids.json").read_text())
+    assert len(ids["train"]) < 3
+    # The feature cache keeps the draw apart: a full run on the same files then encodes all 3 sentences.
+    with caplog.at_level(logging.INFO, logger="experiments.tasks.ner.datamodule"):
+        run_cli("debug=fast_dev_run", *data_overrides(files), run_dir=tmp_path / "full")
+    assert any(r.getMessage().startswith("train: 3 sentences, 3 windows") for r in caplog.records)
     with pytest.raises(ConfigError, match="fewer than trainer.accumulate_grad_batches=4"):
         run_cli("trainer.max_epochs=1", *data_overrides(files), "data.k_shot=1", "data.batch_size=8",
                 "trainer.accumulate_grad_batches=4", run_dir=tmp_path / "short")

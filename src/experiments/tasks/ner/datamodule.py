@@ -308,6 +308,8 @@ class NERDataModule(FeaturesDataModule):
                         "tokenizer": fingerprint, "read": self.read_options,
                         "spans": repr(self.span_options) if spans else None,
                         "carve": [self.split_fractions, self.split_seed] if spans and self.carved else None,
+                        # A K-shot draw replaces train (and, with k_shot_dev, validation): not the file's features.
+                        "kshot": [self.k_shot, self.k_shot_seed, self.k_shot_dev] if self.k_shot else None,
                         "plain_text": split == "predict" and not spans and not looks_like_conll(path),
                         "unknown_labels": self.unknown_labels, "max_length": self.max_length,
                         "stride": self.stride, "label_all_tokens": self.label_all_tokens}
