@@ -82,3 +82,14 @@ def gather_objects(obj, world_size: int) -> list:
     gathered: list = [None] * world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def gather_rows(rows: list[dict], world_size: int) -> list[dict]:
+    """Every rank's evaluation rows (dicts of tensors with the same keys): this rank's, concatenated per key,
+    gathered with :func:`gather_objects`; ranks without rows are left out. ``rows`` itself in one process."""
+    if world_size == 1:
+        return rows
+    import torch
+
+    mine = {k: torch.cat([r[k] for r in rows]) for k in rows[0]} if rows else None
+    return [g for g in gather_objects(mine, world_size) if g is not None]

@@ -28,16 +28,10 @@ from torch import Tensor
 
 from experiments.errors import ConfigError
 from experiments.evaluation import EvaluationResult
-from experiments.modules.base import EncoderModule
+from experiments.modules.base import EncoderModule, mean_pool
 from experiments.tasks.recommendation.answer_metrics import ANSWER_METRICS, answer_selection_metrics, report
 
 _SPLIT = {"val": "validation", "test": "test"}
-
-
-def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """Mean of ``hidden`` ``[N, T, D]`` over the positions where ``attention_mask`` ``[N, T]`` is 1 -> ``[N, D]``."""
-    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 class AnswerSelectionModule(EncoderModule):
@@ -109,12 +103,10 @@ class AnswerSelectionModule(EncoderModule):
         self._epoch_end("test")
 
     def _gather(self, rows: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
-        if self.trainer.world_size == 1:
-            return rows
-        from experiments.distributed import gather_objects
+        """All ranks' rows (DDP); each item is evaluated by exactly one rank."""
+        from experiments.distributed import gather_rows
 
-        mine = {k: torch.cat([r[k] for r in rows]) for k in rows[0]} if rows else None
-        return [g for g in gather_objects(mine, self.trainer.world_size) if g is not None]
+        return gather_rows(rows, self.trainer.world_size)
 
     def score_matrix(self, rows: list[dict[str, Tensor]], es: Any) -> dict[str, Any]:
         """The scores of an eval set from the scored rows.

@@ -27,6 +27,12 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Tensor]:
     return {k: v for k, v in batch.items() if k not in META_KEYS}
 
 
+def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Mean of ``hidden`` ``[N, T, D]`` over the positions where ``attention_mask`` ``[N, T]`` is 1 -> ``[N, D]``."""
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW parameter groups: no weight decay on biases and LayerNorm weights (BERT recipe).
 

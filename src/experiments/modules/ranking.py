@@ -34,7 +34,7 @@ from torch import Tensor
 
 from experiments.errors import ConfigError
 from experiments.evaluation import EvaluationResult
-from experiments.modules.base import EncoderModule
+from experiments.modules.base import EncoderModule, mean_pool
 from experiments.tasks.recommendation.metrics import METRICS, ranking_metrics, ranks_from_scores, report
 
 ARCHITECTURES = ("cross_encoder", "two_tower")
@@ -73,8 +73,7 @@ class RankingModule(EncoderModule):
             scores = torch.full(mask.shape, float("-inf"), device=logits.device)
             return scores.masked_scatter(mask, logits[:, 0].float())
         hidden = self.model(**batch["inputs"]).last_hidden_state.float()  # [items, T, D]
-        att = batch["inputs"]["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        items = (hidden * att).sum(1) / att.sum(1).clamp(min=1.0)  # [items, D]
+        items = mean_pool(hidden, batch["inputs"]["attention_mask"])  # [items, D]
         h_index = batch["history_index"]
         h_mask = (h_index >= 0).unsqueeze(-1).to(items.dtype)
         user = (items[h_index.clamp(min=0)] * h_mask).sum(1) / h_mask.sum(1).clamp(min=1.0)  # [B, D]

@@ -175,13 +175,10 @@ class TokenClassificationModule(EncoderModule):
                                                            res["confidences"], strict=True)]
 
     def _gather(self, rows: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
-        """All ranks' rows (DDP); each window is evaluated by exactly one rank."""
-        if self.trainer.world_size == 1:
-            return rows
-        from experiments.distributed import gather_objects
+        """All ranks' rows (DDP); each item is evaluated by exactly one rank."""
+        from experiments.distributed import gather_rows
 
-        mine = {k: torch.cat([r[k] for r in rows]) for k in ("index", "scores", "windows")} if rows else None
-        return [g for g in gather_objects(mine, self.trainer.world_size) if g is not None]
+        return gather_rows(rows, self.trainer.world_size)
 
     def _epoch_end(self, stage: str) -> None:
         split = {"val": "validation", "test": "test"}[stage]

@@ -20,11 +20,12 @@ reproducible on any machine, recorded, and comparable across K.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
+
+from experiments.tasks.splits import class_seed
 
 __all__ = ["kshot_indices", "kshot_ner_indices", "entity_types"]
 
@@ -35,9 +36,8 @@ def _class_order(labels: Sequence[Hashable], seed: int) -> dict[Hashable, list[i
         groups.setdefault(label, []).append(i)
     out = {}
     for label in sorted(groups, key=str):
-        h = int.from_bytes(hashlib.sha256(str(label).encode("utf-8")).digest()[:4], "little")
         idx = np.asarray(groups[label], dtype=np.int64)
-        out[label] = idx[np.random.RandomState([seed, h]).permutation(len(idx))].tolist()
+        out[label] = idx[np.random.RandomState(class_seed(seed, label)).permutation(len(idx))].tolist()
     return out
 
 

@@ -37,7 +37,9 @@ def _check_fractions(fractions: Sequence[float]) -> list[Fraction]:
     return [f / total for f in exact]
 
 
-def _class_seed(seed: int, label: Any) -> list[int]:
+def class_seed(seed: int, label: Any) -> list[int]:
+    """``[seed, h]``, ``h`` the first 4 bytes of SHA-256 of ``str(label)`` read little-endian: the
+    ``RandomState`` seed of one class, the same on every machine (never Python's salted ``hash()``)."""
     digest = hashlib.sha256(str(label).encode("utf-8")).digest()
     return [seed, int.from_bytes(digest[:4], "little")]
 
@@ -121,7 +123,7 @@ def stratified_split(
         deficit = [seen * fr[s] - allocated[s] for s in range(k)]
         counts = _allocate(n, fr, deficit)
         seen += n
-        shuffled = indices[np.random.RandomState(_class_seed(seed, label)).permutation(n)]
+        shuffled = indices[np.random.RandomState(class_seed(seed, label)).permutation(n)]
         start = 0
         for s, count in enumerate(counts):
             splits[s].extend(int(i) for i in shuffled[start : start + count])
