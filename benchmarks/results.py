@@ -71,6 +71,21 @@ def load_queue(path: Path) -> dict[str, Any]:
     return queue
 
 
+def prepare(table: dict[str, Any]) -> None:
+    """Run a table's ``prepare: {creates: path, command: [args of python]}`` once, when ``creates`` is missing.
+
+    Paths are relative to the repository root, where the runs start (a data conversion, say).
+    """
+    spec = table.get("prepare")
+    if not spec or (ROOT / spec["creates"]).exists():
+        return
+    cmd = [sys.executable, *map(str, spec["command"])]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    if not (ROOT / spec["creates"]).exists():
+        raise SystemExit(f"error: the prepare step did not create {spec['creates']}")
+
+
 def record_path(out: Path, table: str, row: str, seed: int) -> Path:
     return out / table / row / f"seed{seed}" / "record.json"
 
@@ -222,6 +237,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, int]]:
     ran = []
     if not args.tables_only:
         for n, row, seed, overrides in todo:
+            prepare(queue["tables"][n])
             run_one(out, n, row, seed, overrides)
             ran.append((n, row, seed))
     write_docs(args.docs, queue, out, names)
