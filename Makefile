@@ -1,7 +1,7 @@
 # Common tasks. `make install` first on a fresh machine (CPU torch from local disk, then the project).
 PY ?= python
 
-.PHONY: install test test-full train lint format bench clean baselines sweep results
+.PHONY: install test test-full train lint format bench bench-fewshot clean baselines sweep results
 
 install:
 	$(PY) -m pip install torch==2.13.0
@@ -33,6 +33,11 @@ sweep:
 bench:
 	$(PY) benchmarks/bench.py $(ARGS)
 	$(PY) benchmarks/levers.py
+
+# Few-shot: the setfit library against finetune=setfit / full / full+EDA on the same K-shot draws (docs/results.md).
+# make bench-fewshot [ARGS="--datasets phrasebank --k 8 --seeds 1 2 3"]
+bench-fewshot:
+	$(PY) benchmarks/fewshot.py $(ARGS)
 
 # The evidence tables of docs/results.md (benchmarks/results.yaml), one run at a time, resumable.
 # make results [ARGS="--only strategies_phrasebank" | ARGS="--plan" | ARGS="--tables-only"]

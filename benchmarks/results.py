@@ -196,13 +196,17 @@ def write_docs(docs: Path, queue: dict[str, Any], out: Path, names: list[str]) -
                    for row in table["rows"]}
         png = plot(name, table, records, docs.parent / "img" / f"{name}.png")
         block = table_markdown(name, table, records, f"img/{name}.png" if png else None)
-        begin, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
-        if begin in text and end in text:
-            a, b = text.index(begin), text.index(end) + len(end) + 1
-            text = text[:a] + block + text[b:]
-        else:
-            text = text.rstrip() + "\n\n" + block
+        text = splice(text, name, block)
     reporting.write_text(docs, text)
+
+
+def splice(text: str, name: str, block: str) -> str:
+    """``text`` with the block between ``<!-- results:name -->`` and its end marker replaced (appended if absent)."""
+    begin, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+    if begin in text and end in text:
+        a, b = text.index(begin), text.index(end) + len(end) + 1
+        return text[:a] + block + text[b:]
+    return text.rstrip() + "\n\n" + block
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, str, int]]:

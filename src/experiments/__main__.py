@@ -181,8 +181,9 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
         best = callback.best_model_path if callback else ""
         if best:
             metrics["train/best_checkpoint"] = best
-            metrics["train/best_score"] = float(callback.best_model_score)
-            metrics["train/monitor"] = str(callback.monitor)
+            if callback.monitor is not None:  # none without validation: the last epoch's weights
+                metrics["train/best_score"] = float(callback.best_model_score)
+                metrics["train/monitor"] = str(callback.monitor)
         test_ckpt = best or None
     elif cfg.mode == "test":
         test_ckpt = cfg.ckpt_path

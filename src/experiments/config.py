@@ -183,10 +183,28 @@ def prepare(cfg: DictConfig) -> DictConfig:
         wandb = (cfg.get("logger") or {}).get("wandb")
         if wandb is not None and wandb.get("mode", "online") == "online" and not wandb_has_key():
             wandb.mode = "offline"
+        limit_val = cfg.trainer.get("limit_val_batches")
+        if limit_val is not None and float(limit_val) == 0.0:
+            _without_validation(cfg)
         model_path = Path(str(cfg.model.name_or_path)).expanduser()
         if not model_path.is_absolute() and (base / model_path).is_dir():
             cfg.model.name_or_path = str((base / model_path).resolve())
     return cfg
+
+
+def _without_validation(cfg: DictConfig) -> None:
+    """``trainer.limit_val_batches=0`` (no dev set, fixed hyper-parameters: the SetFit few-shot protocol):
+    nothing to monitor, so early stopping is dropped and the checkpoint keeps the last epoch's weights,
+    which test and export then use. Without this, Lightning stops the run at the first epoch end."""
+    callbacks = cfg.get("callbacks") or {}
+    dropped = [name for name in ("early_stopping",) if callbacks.get(name)]
+    for name in dropped:
+        callbacks[name] = None
+    if callbacks.get("model_checkpoint"):
+        callbacks.model_checkpoint.monitor = None
+    logging.getLogger("experiments").info(
+        "trainer.limit_val_batches=0: no validation; %sthe last epoch's weights are tested and exported",
+        f"{', '.join(dropped)} off, " if dropped else "")
 
 
 def single_log_stream() -> None:

@@ -189,6 +189,10 @@ def build_model(
 
     if isinstance(adapter, PETConfig):
         return _cloze_model(name_or_path, head, labels or [], adapter, kwargs)
+    from experiments.finetune.setfit import SetFitConfig
+
+    if isinstance(adapter, SetFitConfig):
+        return _setfit_model(name_or_path, head, labels or [], adapter, kwargs, multi_label)
     auto = {
         "token_classification": AutoModelForTokenClassification,
         "sequence_classification": AutoModelForSequenceClassification,
@@ -243,6 +247,38 @@ def _cloze_model(name_or_path: str, head: Head, labels: list[str], pet: Any, kwa
     mlm.config.id2label = dict(enumerate(labels))
     mlm.config.label2id = {label: i for i, label in enumerate(labels)}
     return ClozeClassifier(mlm, tokenizer.mask_token_id, ids, pet.template)
+
+
+def _setfit_model(name_or_path: str, head: Head, labels: list[str], setfit: Any, kwargs: dict,
+                  multi_label: bool) -> nn.Module:
+    """``finetune=setfit``: the encoder with a regression-fitted head (:mod:`experiments.finetune.setfit`);
+    a folder exported by a SetFit run brings its fitted head back.
+
+    Raises:
+        ConfigError: another head than sequence classification, or an exported head for other labels.
+    """
+    from transformers import AutoModel
+
+    from experiments.finetune.setfit import HEAD_FILE, SetFitClassifier, load_setfit
+
+    if head != "sequence_classification":
+        raise ConfigError("finetune=setfit classifies sentences (task=text_classification, support_intent, "
+                          f"financial_sentiment); model.head={head} cannot use it")
+    enc_kwargs = {k: v for k, v in kwargs.items() if k not in ("num_labels", "problem_type")}
+    if _is_local(name_or_path) and (Path(name_or_path) / HEAD_FILE).is_file():
+        model = load_setfit(name_or_path, **enc_kwargs)
+        if model.head_bias.numel() != len(labels):
+            raise ConfigError(f"{name_or_path}/{HEAD_FILE} has {model.head_bias.numel()} classes; the data has "
+                              f"{len(labels)}")
+    else:
+        encoder = _quiet_from_pretrained(AutoModel, name_or_path, enc_kwargs)
+        model = SetFitClassifier(encoder, len(labels), normalize=setfit.normalize, multi_label=multi_label,
+                                 head_c=setfit.head_c, head_max_iter=setfit.head_max_iter)
+    if getattr(model.encoder, "pooler", None) is not None:
+        model.encoder.pooler.requires_grad_(False)  # mean pooling: the [CLS] pooler gets no gradient
+    model.encoder.config.id2label = dict(enumerate(labels))
+    model.encoder.config.label2id = {label: i for i, label in enumerate(labels)}
+    return model
 
 
 def _quiet_from_pretrained(auto, name_or_path: str, kwargs: dict) -> nn.Module:

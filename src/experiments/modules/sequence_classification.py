@@ -161,6 +161,8 @@ class SequenceClassificationModule(EncoderModule):
             log.info("class weights: %s", {lab: round(float(w), 4) for lab, w in zip(self.labels, weight, strict=True)})
 
     def compute_loss(self, outputs: Any, batch: dict[str, Any]) -> Tensor:
+        if "pair_similarity" in batch:  # finetune=setfit: the model's contrastive loss on a pair batch
+            return outputs.loss
         logits = outputs.logits.float()
         target = batch["labels"]
         weight = None if self.loss_weight is None else self.loss_weight.to(logits.device)
@@ -171,6 +173,41 @@ class SequenceClassificationModule(EncoderModule):
         if bool((target == -100).all()):
             return logits.sum() * 0.0
         return F.cross_entropy(logits, target, weight=weight, ignore_index=-100)
+
+    # ---- the SetFit head (finetune=setfit) ----------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit":
+            self.fit_setfit_head()
+
+    def on_train_epoch_end(self) -> None:
+        # Before the checkpoint callbacks of this epoch end run (Lightning calls the module's hook first).
+        self.fit_setfit_head()
+
+    def fit_setfit_head(self) -> None:
+        """``finetune=setfit``: embed the training split with the current encoder and fit the head on it
+        (:meth:`~experiments.finetune.setfit.SetFitClassifier.fit_head`); a no-op for other models and when the
+        encoder has not changed since the last fit."""
+        from experiments.finetune.setfit import SetFitClassifier
+
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if not isinstance(self.model, SetFitClassifier) or dm is None or \
+                getattr(self, "_head_step", None) == self.global_step:
+            return
+        training = self.model.training
+        self.model.eval()
+        embeddings, targets = [], []
+        with torch.no_grad():
+            for batch in dm.embedding_loader("train"):
+                inputs = {k: v.to(self.device) for k, v in model_inputs(batch).items()}
+                embeddings.append(self.model.embed(**inputs))
+                targets.append(batch["labels"])
+        self.model.train(training)
+        emb, target = torch.cat(embeddings), torch.cat(targets)
+        if not self.multi_label:
+            keep = target < len(self.labels)  # out-of-scope gold of oos=threshold has no class
+            emb, target = emb[keep], target[keep]
+        self.model.fit_head(emb, target, class_weight="balanced" if self.class_weights == "balanced" else None)
+        self._head_step = self.global_step
 
     # ---- evaluation -------------------------------------------------------------------------------
     def scores(self, logits: Tensor) -> tuple[Tensor, Tensor]:

@@ -246,8 +246,12 @@ class FeaturesDataModule(L.LightningDataModule):
         """The feature of one variant of the training example behind ``feature`` (tasks that augment)."""
         raise NotImplementedError(f"{type(self).__name__} does not support data.augment")
 
+    def train_items(self) -> list[Any]:
+        """What the training sampler draws from (one item per training example; ``finetune=setfit``: pairs)."""
+        return self.features["train"]
+
     def train_lengths(self) -> list[int]:
-        """Length of every training example, for length-grouped batches."""
+        """Length of every item of :meth:`train_items`, for length-grouped batches."""
         return [len(f["input_ids"]) for f in self.features["train"]]
 
     def train_collate(self, items: list[tuple[dict, int]]) -> dict[str, Any]:
@@ -269,7 +273,7 @@ class FeaturesDataModule(L.LightningDataModule):
 
         if split not in self.features:
             raise ValueError(f"no {split} data: set data.{split}_file")
-        data = self.features[split]
+        data = self.train_items() if shuffle else self.features[split]
         batch_size = self.batch_size if shuffle else self.eval_batch_size
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)

@@ -134,6 +134,9 @@ class TextClassificationDataModule(FeaturesDataModule):
         split_seed: seed of the carved splits.
         template: PET's cloze template (``finetune=pet``): every text becomes it with ``{text}`` replaced by the
             text and ``{mask}`` by the tokenizer's mask token; ``None``: the text as it is.
+        contrastive_pairs: ``finetune=setfit``'s ``num_iterations``: training batches are then pairs of
+            training examples, this many positive and as many negative pairs per example
+            (:func:`experiments.tasks.pairs.contrastive_pairs`, seeded by ``seed``); ``None``: single examples.
         **batching: see ``FeaturesDataModule`` (``batch_size``, ``max_length``, ...).
     """
 
@@ -169,6 +172,7 @@ class TextClassificationDataModule(FeaturesDataModule):
         validation_fraction: float = 0.1,
         split_seed: int = 42,
         template: str | None = None,
+        contrastive_pairs: int | None = None,
         **batching: Any,
     ):
         super().__init__(tokenizer, **batching)
@@ -207,6 +211,8 @@ class TextClassificationDataModule(FeaturesDataModule):
         if template is not None and ("{text}" not in template or "{mask}" not in template):
             raise ConfigError(f"data.template must hold {{text}} and {{mask}}; got {template!r}")
         self.template = template
+        self.contrastive_pairs = contrastive_pairs
+        self._pairs: list[tuple[int, int, float]] | None = None
         self._labels = list(labels) if labels is not None else None
         self.examples: dict[str, list[Example]] = {}
         self.split_ids: dict[str, list[str]] = {}
@@ -494,6 +500,46 @@ class TextClassificationDataModule(FeaturesDataModule):
             self.features[split] = feats
             log.info("%s: %d examples (%s)", split, len(feats), self._origin.get(split, self.files[split]))
         self._write_split_ids()
+
+    # ---- contrastive pairs (finetune=setfit) ---------------------------------------------------------
+    def train_items(self) -> list[Any]:
+        if not self.contrastive_pairs:
+            return super().train_items()
+        if self._pairs is None:
+            from experiments.tasks.pairs import contrastive_pairs
+
+            feats = self.features["train"]
+            labels = [tuple(f["labels"]) if self.multi_label else int(f["labels"]) for f in feats]
+            self._pairs = contrastive_pairs(labels, int(self.contrastive_pairs), self.seed)
+            log.info("contrastive pairs: %d from %d training examples (num_iterations=%d)", len(self._pairs),
+                     len(feats), self.contrastive_pairs)
+        return self._pairs
+
+    def train_lengths(self) -> list[int]:
+        if not self.contrastive_pairs:
+            return super().train_lengths()
+        feats = self.features["train"]
+        return [max(len(feats[a]["input_ids"]), len(feats[b]["input_ids"])) for a, b, _ in self.train_items()]
+
+    def train_collate(self, items: list[tuple[Any, int]]) -> dict[str, Any]:
+        """Single examples: the base's. Pairs: both sides collated (each its epoch's variant when augmenting),
+        the second side's keys prefixed ``pair_``, and ``pair_similarity`` ``[B]`` the pairs' targets."""
+        if not self.contrastive_pairs:
+            return super().train_collate(items)
+        feats = self.features["train"]
+        first = super().train_collate([(feats[a], epoch) for (a, _, _), epoch in items])
+        second = super().train_collate([(feats[b], epoch) for (_, b, _), epoch in items])
+        batch = {k: v for k, v in first.items() if k not in ("labels", "example_id")}
+        batch.update({f"pair_{k}": v for k, v in second.items() if k not in ("labels", "example_id")})
+        batch["pair_similarity"] = torch.tensor([t for (_, _, t), _ in items], dtype=torch.float32)
+        return batch
+
+    def embedding_loader(self, split: str = "train") -> Any:
+        """Every example of ``split`` in order, unsharded (each DDP rank sees all): what the SetFit head is
+        fitted on. Batches of ``eval_batch_size`` with ``labels``."""
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self.features[split], batch_size=self.eval_batch_size, collate_fn=self.collate)
 
     def _templated(self, text: str) -> str:
         if self.template is None:

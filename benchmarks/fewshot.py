@@ -1,0 +1,242 @@
+"""Few-shot sentence classification: the ``setfit`` library against our recipes, on the same K-shot draws
+with the same MiniLM body, in one run.
+
+    python benchmarks/fewshot.py [--datasets phrasebank banking77] [--k 8 16] [--seeds 1 2 3]
+                                 [--methods setfit_lib setfit full full_eda] [--out outputs/fewshot]
+                                 [--docs docs/results.md] [--tables-only]
+
+For every (dataset, K, seed) the training set is ``data.k_shot=K data.k_shot_seed=seed``: exactly K examples
+per class drawn by our sampler (``experiments.tasks.kshot``), the same ids for every method; the test split
+is the dataset's own (PhraseBank: the pinned 20% carved by split_seed 42; banking77: the official 3,080
+texts). No development set and fixed hyper-parameters (the SetFit protocol): ``trainer.limit_val_batches=0``,
+the last epoch is tested. Methods:
+
+* ``setfit_lib``: ``setfit.Trainer`` (the library, its defaults: logistic-regression head, cosine-similarity
+  loss, mean pooling of all-MiniLM-L6-v2's own modules) with ``num_iterations`` 20, 1 epoch, batch 16,
+  body lr 2e-5, ``seed``; in its own process, like ours, on the same texts; predicts the test texts.
+* ``setfit``: ``finetune=setfit`` (the same recipe through our training step).
+* ``full``: ``finetune=full``, 20 epochs, batch 8, lr 1e-4 (fixed, not tuned).
+* ``full_eda``: ``full`` with ``augment=eda`` (random swap and deletion, Wei & Zou 2019).
+
+Beside them: the majority class of the full training split, and our full-data score where
+``make results`` recorded it. Each run's record (accuracy, macro-F1, wall time from process launch to exit)
+is ``<out>/<dataset>/k<K>/seed<seed>/<method>.json``; finished runs are skipped, so the run resumes. The
+table (mean ± sample std over seeds) replaces the ``fewshot`` block of ``docs/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+DATASETS: dict[str, list[str]] = {
+    "phrasebank": ["experiment=sentiment_phrasebank100_minilm"],
+    "banking77": ["experiment=intent_banking77_minilm"],
+}
+# The full-data score of each dataset, from `make results` (benchmarks/results.yaml), when recorded.
+FULL_DATA = {"phrasebank": ("strategies_phrasebank", "full"), "banking77": ("strategies_banking77", "full")}
+COMMON = ["trainer.limit_val_batches=0", "export.model=false", "trainer.precision=32"]
+METHODS: dict[str, list[str]] = {
+    "setfit": ["finetune=setfit", "trainer.max_epochs=1", "data.batch_size=16", "optimizer.lr=2.0e-5",
+               "module.warmup_ratio=0.1", "finetune.adapter.num_iterations=20"],
+    "full": ["finetune=full", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-4",
+             "module.warmup_ratio=0.1"],
+    "full_eda": ["finetune=full", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-4",
+                 "module.warmup_ratio=0.1", "augment=eda"],
+}
+ALL_METHODS = ("setfit_lib", *METHODS)
+
+
+def kshot_overrides(dataset: str, k: int, seed: int) -> list[str]:
+    return [*DATASETS[dataset], f"data.k_shot={k}", f"data.k_shot_seed={seed}", f"seed={seed}", *COMMON]
+
+
+def split_texts(dataset: str, k: int, seed: int) -> dict[str, Any]:
+    """The K-shot training texts and the test texts with labels, as our datamodule reads them."""
+    from bench import compose
+    from hydra.utils import instantiate
+
+    from experiments.models.build import load_tokenizer
+
+    cfg = compose(kshot_overrides(dataset, k, seed))
+    dm = instantiate(cfg.data, tokenizer=load_tokenizer(cfg.model.name_or_path), labels=None)
+    dm.setup("fit")
+    dm.setup("test")
+    labels = dm.labels
+    return {"labels": labels,
+            "train": [(e.text, labels.index(e.label)) for e in dm.examples["train"]],
+            "test": [(e.text, labels.index(e.label)) for e in dm.examples["test"]],
+            "model": str(cfg.model.name_or_path)}
+
+
+def majority_accuracy(dataset: str) -> float:
+    """Test accuracy of always predicting the most frequent class of the whole training split."""
+    from collections import Counter
+
+    from bench import compose
+    from hydra.utils import instantiate
+
+    from experiments.models.build import load_tokenizer
+
+    cfg = compose([*DATASETS[dataset], *COMMON])
+    dm = instantiate(cfg.data, tokenizer=load_tokenizer(cfg.model.name_or_path), labels=None)
+    dm.setup("fit")
+    dm.setup("test")
+    top = Counter(e.label for e in dm.examples["train"]).most_common(1)[0][0]
+    return sum(e.label == top for e in dm.examples["test"]) / len(dm.examples["test"])
+
+
+def setfit_lib_worker(spec_path: Path, result_path: Path) -> None:
+    """Train and evaluate the setfit library on the texts of ``spec_path``; write accuracy and macro-F1."""
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+    from sklearn.metrics import accuracy_score, f1_score
+
+    spec = json.loads(spec_path.read_text())
+    model = SetFitModel.from_pretrained(spec["model"])
+    args = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=20, body_learning_rate=2e-5,
+                             seed=spec["seed"], save_strategy="no", report_to="none",
+                             output_dir=str(result_path.parent / "setfit_lib_checkpoints"), show_progress_bar=False)
+    train = Dataset.from_dict({"text": [t for t, _ in spec["train"]], "label": [y for _, y in spec["train"]]})
+    Trainer(model=model, args=args, train_dataset=train).train()
+    gold = [y for _, y in spec["test"]]
+    pred = [int(p) for p in model.predict([t for t, _ in spec["test"]], batch_size=64, as_numpy=True)]
+    result_path.write_text(json.dumps({"test/accuracy": accuracy_score(gold, pred),
+                                       "test/f1_macro": f1_score(gold, pred, average="macro")}))
+
+
+def run_setfit_lib(folder: Path, dataset: str, k: int, seed: int) -> dict[str, Any]:
+    spec = {**split_texts(dataset, k, seed), "seed": seed}
+    spec_path, result = folder / "setfit_lib_spec.json", folder / "setfit_lib_result.json"
+    spec_path.write_text(json.dumps(spec))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--setfit-lib-worker", str(spec_path), str(result)], check=True,
+                   cwd=ROOT)
+    wall = time.perf_counter() - start
+    return {"metrics": json.loads(result.read_text()), "wall_s": round(wall, 1), "train_examples": len(spec["train"]),
+            "command": f"setfit.Trainer on the K-shot texts (benchmarks/fewshot.py, seed {seed})"}
+
+
+def run_ours(folder: Path, dataset: str, k: int, seed: int, method: str) -> dict[str, Any]:
+    run_dir = folder / method
+    args = [*kshot_overrides(dataset, k, seed), *METHODS[method]]
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "experiments", *args, f"hydra.run.dir={run_dir}"], check=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    m = json.loads((run_dir / "metrics.json").read_text())
+    ids = json.loads((run_dir / "kshot_ids.json").read_text())
+    return {"metrics": {k2: v for k2, v in m.items() if k2 in ("test/accuracy", "test/f1_macro")},
+            "wall_s": round(wall, 1), "fit_s": m.get("train/fit_time_s"), "train_examples": len(ids["train"]),
+            "command": "python -m experiments " + " ".join(args)}
+
+
+def record_file(out: Path, dataset: str, k: int, seed: int, method: str) -> Path:
+    return out / dataset / f"k{k}" / f"seed{seed}" / f"{method}.json"
+
+
+def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], results_dir: Path) -> str:
+    """The Markdown block of the few-shot table from the records under ``out``."""
+    from results import machine
+
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "–"
+        return f"{statistics.mean(values):.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
+
+    cols = [(d, k) for d in datasets for k in ks]
+    lines = ["<!-- results:fewshot -->", "### Few-shot: the setfit library against our recipes, MiniLM", "",
+             (__doc__ or "").split("\n\n")[1].replace("\n", " ").strip(), "",
+             "Test accuracy, mean ± sample std over K-shot draws (seed = k_shot_seed = training seed), and mean "
+             "wall time per run in seconds (process launch to exit, test included).", "",
+             f"Machine: {machine()['cpu']} (flags: {machine()['flags']}).", "",
+             "| method | " + " | ".join(f"{d} K={k}" for d, k in cols) + " | " +
+             " | ".join(f"{d} K={k} wall (s)" for d, k in cols) + " |",
+             "| --- " * (1 + 2 * len(cols)) + "|"]
+    for method in methods:
+        accs, walls, seeds_seen = [], [], set()
+        for d, k in cols:
+            recs = [json.loads(p.read_text()) for p in sorted((out / d / f"k{k}").glob(f"seed*/{method}.json"))]
+            seeds_seen |= {r["seed"] for r in recs}
+            accs.append(cell([r["metrics"]["test/accuracy"] for r in recs]))
+            walls.append(f"{statistics.mean(r['wall_s'] for r in recs):.0f}" if recs else "–")
+        lines.append(f"| {method} | " + " | ".join(accs) + " | " + " | ".join(walls) + " |")
+    majority = []
+    for d, _ in cols:
+        path = out / d / "majority.json"
+        majority.append(f"{json.loads(path.read_text())['test/accuracy']:.3f}" if path.is_file() else "–")
+    lines.append("| majority class (full training split) | " + " | ".join(majority) + " |" + " |" * len(cols))
+    full = []
+    for d, _ in cols:
+        table_name, row = FULL_DATA[d]
+        recs = [json.loads(p.read_text()) for p in sorted((results_dir / table_name / row).glob("seed*/record.json"))]
+        full.append(cell([r["metrics"]["test/accuracy"] for r in recs]) + " (all data)" if recs else "not run")
+    lines.append("| `full` on the whole training split (make results) | " + " | ".join(full) + " |" + " |" * len(cols))
+    commands = sorted({json.loads(p.read_text())["command"].replace(f"seed={s}", "seed=S")
+                      .replace(f"k_shot_seed={s}", "k_shot_seed=S")
+                       for p in out.glob("*/k*/seed*/*.json") for s in [json.loads(p.read_text()).get("seed")]
+                       if "python -m" in json.loads(p.read_text()).get("command", "")})
+    lines += ["", "Commands (S = the seed):", "", *[f"    {c}" for c in commands], "",
+              "    python benchmarks/fewshot.py " + " ".join(
+                  ["--datasets", *datasets, "--k", *map(str, ks), "--methods", *methods]), "",
+              "<!-- /results:fewshot -->"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--k", nargs="+", type=int, default=[8, 16])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS))
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "fewshot")
+    parser.add_argument("--results", type=Path, default=ROOT / "outputs" / "results",
+                        help="records of make results (the full-data row)")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "results.md")
+    parser.add_argument("--tables-only", action="store_true")
+    parser.add_argument("--setfit-lib-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.setfit_lib_worker:
+        setfit_lib_worker(*args.setfit_lib_worker)
+        return
+    from experiments import reporting
+
+    out = args.out.resolve()
+    if not args.tables_only:
+        for dataset in args.datasets:
+            if not (out / dataset / "majority.json").is_file():
+                reporting.write_json(out / dataset / "majority.json", {"test/accuracy": majority_accuracy(dataset)})
+            for k in args.k:
+                for seed in args.seeds:
+                    folder = out / dataset / f"k{k}" / f"seed{seed}"
+                    for method in args.methods:
+                        path = record_file(out, dataset, k, seed, method)
+                        if path.is_file():
+                            continue
+                        folder.mkdir(parents=True, exist_ok=True)
+                        print(f"+ {dataset} K={k} seed {seed}: {method}", flush=True)
+                        rec = run_setfit_lib(folder, dataset, k, seed) if method == "setfit_lib" else \
+                            run_ours(folder, dataset, k, seed, method)
+                        reporting.write_json(path, {**rec, "dataset": dataset, "k": k, "seed": seed,
+                                                    "method": method})
+    from results import splice
+
+    docs = args.docs
+    text = docs.read_text() if docs.is_file() else "# Results\n"
+    reporting.write_text(docs, splice(text, "fewshot", table(out, args.datasets, args.k, args.methods,
+                                                             args.results.resolve())))
+    print(f"table written to {docs}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
