@@ -48,3 +48,9 @@ def test_the_rules_see_imports_inside_functions(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from hydra.utils import instantiate\n    import lightning as L\n")
     assert {"hydra.utils", "lightning"} <= imports(probe)
+
+
+def test_strategies_and_models_never_import_the_training_modules():
+    offenders = {str(p.relative_to(SRC)): sorted(m for m in imports(p) if m.startswith("experiments.modules"))
+                 for folder in ("finetune", "models") for p in sources(SRC / folder)}
+    assert {k: v for k, v in offenders.items() if v} == {}

@@ -83,7 +83,7 @@ class Assistant:
 
     def embed(self, texts: list[str]) -> Any:
         """L2-normalised mean-pooled embeddings ``[N, D]``, as ``AnswerSelectionModule.embed``."""
-        from experiments.modules.base import mean_pool
+        from experiments.models.pooling import mean_pool
 
         out = []
         with self.torch.inference_mode():

@@ -95,7 +95,7 @@ class SetFitClassifier(nn.Module):
 
     def embed(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """Sentence embeddings ``[B, D]``: mean of the last hidden states over the attended tokens."""
-        from experiments.modules.base import mean_pool
+        from experiments.models.pooling import mean_pool
 
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids).last_hidden_state

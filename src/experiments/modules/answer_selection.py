@@ -83,24 +83,14 @@ class AnswerSelectionModule(EncoderModule):
         return {"message": batch["message"].cpu(), "answer": batch["answer"].cpu(),
                 "scores": self.model(**batch["inputs"]).logits[:, 0].float().cpu()}
 
-    def validation_step(self, batch, batch_idx):
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         self._rows.append(self._score_batch(batch))
-
-    test_step = validation_step
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return self._score_batch(batch)
 
-    def on_validation_epoch_start(self):
+    def reset_evaluation(self) -> None:
         self._rows = []
-
-    on_test_epoch_start = on_validation_epoch_start
-
-    def on_validation_epoch_end(self):
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self):
-        self._epoch_end("test")
 
     def _gather(self, rows: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         """All ranks' rows (DDP); each item is evaluated by exactly one rank."""
@@ -163,7 +153,7 @@ class AnswerSelectionModule(EncoderModule):
         gold = [es.gold[i] for i in messages]
         return {"scores": scores, "gold": gold, "r10": r10, "messages": messages, "pool": list(range(p_all))}
 
-    def _epoch_end(self, stage: str) -> None:
+    def evaluation_epoch_end(self, stage: str) -> None:
         rows = self._gather(self._rows)
         self._rows = []
         es = self.trainer.datamodule.eval_set(_SPLIT[stage])

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from experiments.models.pooling import mean_pool  # noqa: F401  (the families' sentence embeddings)
+
 # Batch keys that are bookkeeping, not model inputs.
 META_KEYS = frozenset({"labels", "example_id", "word_index"})
 
@@ -25,12 +27,6 @@ META_KEYS = frozenset({"labels", "example_id", "word_index"})
 def model_inputs(batch: dict[str, Any]) -> dict[str, Tensor]:
     """The part of a collated batch that the Hugging Face model's ``forward`` takes."""
     return {k: v for k, v in batch.items() if k not in META_KEYS}
-
-
-def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """Mean of ``hidden`` ``[N, T, D]`` over the positions where ``attention_mask`` ``[N, T]`` is 1 -> ``[N, D]``."""
-    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -134,12 +130,43 @@ class EncoderModule(L.LightningModule):
         """One JSON-able dict per example of ``split`` with its id (``predictions.jsonl``)."""
         raise NotImplementedError
 
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
+        """Score one validation/test batch (``stage``: ``val`` or ``test``) and keep what the epoch end needs."""
+        raise NotImplementedError
+
+    def reset_evaluation(self) -> None:
+        """Forget what :meth:`evaluation_step` kept (called at the start of every validation/test epoch)."""
+
+    def evaluation_epoch_end(self, stage: str) -> None:
+        """Compute and log the epoch's scores over all ranks and leave an
+        :class:`~experiments.evaluation.EvaluationResult` in ``self.results[stage]``."""
+        raise NotImplementedError
+
     def predict_result(self, datamodule: Any, rows: list) -> Any:
         """The :class:`~experiments.evaluation.EvaluationResult` of a predict run (``rows``: ``predict_step``
         outputs of every rank), written by :func:`experiments.reporting.write_evaluation`."""
         from experiments.evaluation import EvaluationResult
 
         return EvaluationResult("predict", {}, records=self.prediction_records(datamodule, "predict", rows))
+
+    # ---- the Lightning hooks of evaluation, the same for every family ------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluation_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.reset_evaluation()
+
+    def on_test_epoch_start(self) -> None:
+        self.reset_evaluation()
+
+    def on_validation_epoch_end(self) -> None:
+        self.evaluation_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.evaluation_epoch_end("test")
 
     # ---- shared training step --------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -98,24 +98,14 @@ class RankingModule(EncoderModule):
         return [(i, row[m].tolist()) for i, row, m in zip(batch["impression_index"].tolist(), scores, mask,
                                                           strict=True)]
 
-    def validation_step(self, batch, batch_idx):
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         self._scores.update(self._batch_scores(batch))
-
-    test_step = validation_step
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return self._batch_scores(batch)
 
-    def on_validation_epoch_start(self):
+    def reset_evaluation(self) -> None:
         self._scores = {}
-
-    on_test_epoch_start = on_validation_epoch_start
-
-    def on_validation_epoch_end(self):
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self):
-        self._epoch_end("test")
 
     def _gather(self, scores: dict[int, list[float]]) -> dict[int, list[float]]:
         if self.trainer.world_size == 1:
@@ -127,7 +117,7 @@ class RankingModule(EncoderModule):
             merged.update(part)
         return merged
 
-    def _epoch_end(self, stage: str) -> None:
+    def evaluation_epoch_end(self, stage: str) -> None:
         scores = self._gather(self._scores)
         self._scores = {}
         impressions = self.trainer.datamodule.impressions(_SPLIT[stage])

@@ -176,6 +176,7 @@ class SequenceClassificationModule(EncoderModule):
 
     # ---- the SetFit head (finetune=setfit) ----------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
         if self.trainer.state.fn == "fit":
             self.fit_setfit_head()
 
@@ -231,7 +232,7 @@ class SequenceClassificationModule(EncoderModule):
             return M.apply_oos_threshold(scores[:, 0], indices[:, 0], t, self.oos_index)
         return indices[:, 0]
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         outputs = self.model(**model_inputs(batch))
         scores, indices = self.scores(outputs.logits)
         target = batch["labels"]
@@ -241,21 +242,9 @@ class SequenceClassificationModule(EncoderModule):
         loss = self.compute_loss(outputs, batch)
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
 
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
-
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         scores, indices = self.scores(self.model(**model_inputs(batch)).logits)
         return {"example_id": batch["example_id"].cpu(), "scores": scores.cpu(), "indices": indices.cpu()}
-
-    def on_validation_epoch_end(self):
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self):
-        self._epoch_end("test")
 
     def _tune_threshold(self, outputs: M.EpochOutputs) -> dict[str, Any]:
         """Choose the threshold on the whole (all-rank) validation epoch; returns the sweep."""
@@ -296,7 +285,7 @@ class SequenceClassificationModule(EncoderModule):
         self._threshold_to_config()  # a checkpoint's (or a spawned worker's) threshold, for export
         return result
 
-    def _epoch_end(self, stage: str) -> None:
+    def evaluation_epoch_end(self, stage: str) -> None:
         collection: MetricCollection = getattr(self, f"{stage}_metrics")
         outputs: M.EpochOutputs = getattr(self, f"{stage}_outputs")
         result: dict[str, Any] = {}

@@ -74,7 +74,7 @@ class TokenClassificationModule(EncoderModule):
         }
         return rows, outputs
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         rows, outputs = self.word_predictions(batch)
         self._records.append(rows)
         if "labels" in batch:
@@ -84,25 +84,11 @@ class TokenClassificationModule(EncoderModule):
             loss = self.compute_loss(outputs, batch) if tokens else outputs.logits.new_zeros(())
             self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=tokens, sync_dist=True)
 
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
-
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return self.word_predictions(batch)[0]
 
-    def on_validation_epoch_start(self):
+    def reset_evaluation(self) -> None:
         self._records = []
-
-    on_test_epoch_start = on_validation_epoch_start
-
-    def on_validation_epoch_end(self):
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self):
-        self._epoch_end("test")
 
     def decode(self, rows: list[dict[str, Tensor]], n_words: list[int],
                examples: list[int] | None = None, with_confidence: bool = False) -> Any:
@@ -180,7 +166,7 @@ class TokenClassificationModule(EncoderModule):
 
         return gather_rows(rows, self.trainer.world_size)
 
-    def _epoch_end(self, stage: str) -> None:
+    def evaluation_epoch_end(self, stage: str) -> None:
         split = {"val": "validation", "test": "test"}[stage]
         dm = self.trainer.datamodule
         rows = self._gather(self._records)
