@@ -315,6 +315,14 @@ def read_fiqa(
 
 
 
+def _nonempty_text(p: Path, rec: Any, column: str, what: str, expected: str) -> str:
+    """The stripped text of ``column`` in ``rec``; an empty one is a :class:`DataError` naming the row."""
+    text = _scalar(p, rec, column, rec.values[column], "text").strip()
+    if not text:
+        raise DataError(p, rec.line, f"{rec.where}empty {what} in {column!r}; expected {expected}")
+    return text
+
+
 def _labels(
     p: Path, rec: _Record, column: str, value: Any, multi_label: bool, delimiter: str
 ) -> str | tuple[str, ...]:
@@ -407,18 +415,10 @@ def read_table(
     for rec in records:
         values = rec.values
         _require(p, rec, needed)
-        sentence = _scalar(p, rec, text_column, values[text_column], "text").strip()
-        if not sentence:
-            raise DataError(
-                p, rec.line, f"{rec.where}empty text in {text_column!r}; expected the text to classify"
-            )
+        sentence = _nonempty_text(p, rec, text_column, "text", "the text to classify")
         pair = None
         if text_pair_column is not None:
-            pair = _scalar(p, rec, text_pair_column, values[text_pair_column], "text").strip()
-            if not pair:
-                raise DataError(
-                    p, rec.line, f"{rec.where}empty text pair in {text_pair_column!r}; expected a text"
-                )
+            pair = _nonempty_text(p, rec, text_pair_column, "text pair", "a text")
         label = None
         if label_column is not None:
             label = _labels(p, rec, label_column, values[label_column], multi_label, delimiter)
