@@ -127,7 +127,9 @@ def test_phrasebank_source_and_plain_text_predict_file(tmp_path, tiny_tokenizer)
             [f"{w} fell@negative" for w in ("york", "john", "smith", "paris")] + ["sales @ home@neutral"] * 3
     (tmp_path / "Sentences_AllAgree.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (tmp_path / "texts.txt").write_text("profit rose\n\nshares fell\n", encoding="utf-8")
-    dm = TextClassificationDataModule(tiny_tokenizer, source="phrasebank", data_dir=str(tmp_path),
+    from experiments.tasks.classification.sources import PhraseBank
+
+    dm = TextClassificationDataModule(tiny_tokenizer, source=PhraseBank(data_dir=str(tmp_path)),
                                       predict_file=str(tmp_path / "texts.txt"))
     assert dm.files["test"] == str(tmp_path)  # planned before reading: the entry point checks it
     assert dm.labels == ["negative", "neutral", "positive"]
@@ -136,10 +138,21 @@ def test_phrasebank_source_and_plain_text_predict_file(tmp_path, tiny_tokenizer)
     assert [e.text for e in dm.examples["predict"]] == ["profit rose", "shares fell"]
     assert "labels" not in dm.features["predict"][0]
     # predict mode (labels given): only the predict file is read, so the training data may be absent
-    only = TextClassificationDataModule(tiny_tokenizer, source="phrasebank", data_dir=str(tmp_path / "none"),
+    only = TextClassificationDataModule(tiny_tokenizer, source=PhraseBank(data_dir=str(tmp_path / "none")),
                                         predict_file=str(tmp_path / "texts.txt"), labels=["neg", "pos"])
     only.setup("predict")
     assert set(only.features) == {"predict"}
+
+
+def test_a_source_by_name_and_a_bad_source_or_fiqa_part(tiny_tokenizer):
+    from experiments.errors import ConfigError
+    from experiments.tasks.classification.sources import Banking77, FiQA, source_from
+
+    assert isinstance(source_from("banking77"), Banking77)
+    with pytest.raises(ConfigError, match="data.source must be one of table, phrasebank"):
+        TextClassificationDataModule(tiny_tokenizer, source="imdb")
+    with pytest.raises(ConfigError, match="headline and/or post"):
+        FiQA(parts=["comments"])
 
 
 def test_hf_rows_map_class_ids_to_names():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 from pathlib import Path
@@ -42,6 +43,12 @@ def test_each_option_composes(group, option, tmp_path):
     OmegaConf.resolve(cfg)
 
 
+@functools.cache
+def task_datamodule(task: str) -> str:
+    """The datamodule ``_target_`` of ``task=<task>`` as composed (a task may take its data node from a base)."""
+    return compose_config([f"task={task}"]).data._target_
+
+
 @pytest.mark.parametrize("dataset", options("dataset"))
 def test_each_dataset_preset_fits_a_task(dataset, tmp_path):
     preset = OmegaConf.load(CONF / "dataset" / f"{dataset}.yaml")
@@ -49,7 +56,7 @@ def test_each_dataset_preset_fits_a_task(dataset, tmp_path):
     keys = set(preset.data) if "@package _global_" in text else set(preset)
     fits = []
     for task in options("task"):
-        target = OmegaConf.load(CONF / "task" / f"{task}.yaml").data._target_
+        target = task_datamodule(task)
         params = inspect.signature(get_class(target).__init__).parameters
         if keys <= set(params):
             fits.append(task)

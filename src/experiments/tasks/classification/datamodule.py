@@ -1,23 +1,10 @@
 """Sequence-classification DataModule: :class:`Example` records in, padded token-id batches out.
 
-Why one class with a ``source`` switch: every data set here ends up as the same thing, lists of
+Why one class: every data set here ends up as the same thing, lists of
 :class:`~experiments.tasks.classification.readers.Example` per split, so tokenization, label mapping,
-split carving and batching are written once; a source only says how to read its files. Adding a data set
-in an existing format is one YAML file in ``conf/dataset`` (e.g. ``source: table`` plus column names).
-
-Sources (``source=``):
-
-* ``table``: the user's CSV / TSV / JSON Lines files (``train_file``, ``validation_file``, ``test_file``),
-  a folder written by ``datasets.DatasetDict.save_to_disk`` as ``train_file``, or a Hugging Face
-  ``datasets`` id (``hf_dataset``); columns ``text_column``, ``text_pair_column``, ``label_column``.
-* ``phrasebank``: Financial PhraseBank (``agreement`` 50/66/75/all), found in ``data_dir`` unless
-  ``train_file`` names the file; no official split, so a seeded stratified 80/10/10 split is carved.
-* ``fiqa``: FiQA-2018 task 1 (``fiqa_parts`` headline and/or post under ``data_dir``); train/test only,
-  so a seeded stratified validation split is carved from train.
-* ``banking77``: ``train_file``/``test_file`` CSVs; validation carved from train (``validation_fraction``).
-* ``clinc150``: ``data_full.json`` as ``train_file`` (or a folder holding it); official splits; ``oos``.
-* ``bitext``: the Bitext customer-support CSV as ``train_file``; ``bitext_label`` intent|category;
-  seeded stratified 80/10/10 split.
+split carving and batching are written once; a source (:mod:`~experiments.tasks.classification.sources`,
+chosen by Hydra as ``data.source``) only says how to read its files and carries its own options. Adding a
+data set in an existing format is one YAML file in ``conf/dataset``.
 
 Label list: the sorted set of training labels (``labels`` given = test/predict mode: that list is used and
 the training file is not read for labels). A validation or test label outside it is a
@@ -46,7 +33,6 @@ from experiments.tasks.classification.readers import Example
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("table", "phrasebank", "fiqa", "banking77", "clinc150", "bitext")
 OOS_MODES = (None, "class", "threshold", "exclude")
 _VALIDATION_NAMES = ("validation", "valid", "val", "dev")
 
@@ -113,20 +99,17 @@ class TextClassificationDataModule(FeaturesDataModule):
 
     Args:
         tokenizer: the encoder's fast tokenizer.
-        source: ``table``, ``phrasebank``, ``fiqa``, ``banking77``, ``clinc150`` or ``bitext`` (module doc).
+        source: a :class:`~experiments.tasks.classification.sources.Source` (``data.source._target_``) or the
+            name of one with its defaults (``table``, ``phrasebank``, ``fiqa``, ``banking77``, ``clinc150``,
+            ``bitext``).
         train_file, validation_file, test_file: data files (absolute paths; meaning per source).
         predict_file: texts to label: a ``.txt`` file (one text per line) or a table with
             ``text_column`` (and ``text_pair_column``).
         labels: label list to use instead of the training labels (test/predict mode, from a checkpoint).
         output_dir: where ``split_ids.json`` is written when splits are carved (``None``: not written).
-        data_dir: folder searched for PhraseBank / FiQA files.
         text_column, text_pair_column, label_column, id_column, multi_label, label_delimiter, format:
             table options (see :func:`readers.read_table`).
         hf_dataset, hf_config: a Hugging Face ``datasets`` id (and configuration) for ``source=table``.
-        agreement: PhraseBank agreement level ``50``, ``66``, ``75`` or ``all``.
-        fiqa_parts: FiQA files to use, any of ``headline``, ``post``.
-        fiqa_negative_below, fiqa_positive_above: FiQA score thresholds (see :func:`readers.read_fiqa`).
-        bitext_label: ``intent`` or ``category``.
         oos: out-of-scope handling, ``None``, ``class``, ``threshold`` or ``exclude``.
         oos_label: the out-of-scope label (``oos`` in CLINC150).
         split_fractions: train/validation/test fractions when a source has no split at all.
@@ -143,7 +126,7 @@ class TextClassificationDataModule(FeaturesDataModule):
     def __init__(
         self,
         tokenizer: Any,
-        source: str = "table",
+        source: Any = "table",
         train_file: str | None = None,
         validation_file: str | None = None,
         test_file: str | None = None,
@@ -151,7 +134,6 @@ class TextClassificationDataModule(FeaturesDataModule):
         *,
         labels: list[str] | None = None,
         output_dir: str | None = None,
-        data_dir: str | None = None,
         text_column: str = "text",
         text_pair_column: str | None = None,
         label_column: str = "label",
@@ -161,11 +143,6 @@ class TextClassificationDataModule(FeaturesDataModule):
         format: str | None = None,
         hf_dataset: str | None = None,
         hf_config: str | None = None,
-        agreement: str = "all",
-        fiqa_parts: Sequence[str] = ("headline", "post"),
-        fiqa_negative_below: float = -0.1,
-        fiqa_positive_above: float = 0.1,
-        bitext_label: str = "intent",
         oos: str | None = None,
         oos_label: str = readers.CLINC_OOS_LABEL,
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
@@ -176,19 +153,18 @@ class TextClassificationDataModule(FeaturesDataModule):
         **batching: Any,
     ):
         super().__init__(tokenizer, **batching)
-        if source not in SOURCES:
-            raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}; got {source!r}")
+        from experiments.tasks.classification.sources import source_from
+
         if oos not in OOS_MODES:
             raise ConfigError(f"data.oos must be null, class, threshold or exclude; got {oos!r}")
         if multi_label and oos == "threshold":
             raise ConfigError("data.oos=threshold is for single-label data; multi-label uses module.threshold")
         if not 0.0 < float(validation_fraction) < 1.0:
             raise ConfigError(f"data.validation_fraction must be in (0, 1); got {validation_fraction}")
-        self.source = source
+        self.source = source_from(source)
         self.files = {"train": train_file, "validation": validation_file, "test": test_file,
                       "predict": predict_file}
         self.output_dir = output_dir
-        self.data_dir = data_dir
         self.table_options = {"text_column": text_column, "text_pair_column": text_pair_column,
                               "label_column": label_column, "id_column": id_column,
                               "multi_label": bool(multi_label), "label_delimiter": label_delimiter,
@@ -198,11 +174,6 @@ class TextClassificationDataModule(FeaturesDataModule):
         self.multi_label = bool(multi_label)
         self.hf_dataset = hf_dataset
         self.hf_config = hf_config
-        self.agreement = str(agreement)
-        self.fiqa_parts = [str(p) for p in fiqa_parts]
-        self.fiqa_thresholds = {"negative_below": float(fiqa_negative_below),
-                                "positive_above": float(fiqa_positive_above)}
-        self.bitext_label = bitext_label
         self.oos = oos
         self.oos_label = oos_label
         self.split_fractions = [float(f) for f in split_fractions]
@@ -216,11 +187,10 @@ class TextClassificationDataModule(FeaturesDataModule):
         self._labels = list(labels) if labels is not None else None
         self.examples: dict[str, list[Example]] = {}
         self.split_ids: dict[str, list[str]] = {}
-        self._origin: dict[str, str] = {}
+        self.origin: dict[str, str] = {}  # split -> what it was read or carved from, when not its file
         self._loaded = False
         self._split_ids_written = False
-        self._given = dict(self.files)  # as configured, before _plan_files fills in carved splits
-        self._train_file = train_file
+        self.given = dict(self.files)  # as configured, before the source's plan fills in carved splits
         self._plan_files()
 
     def _plan_files(self) -> None:
@@ -229,19 +199,10 @@ class TextClassificationDataModule(FeaturesDataModule):
         Carved splits name the file they are carved from; after reading, a split that turned out absent
         is set to ``None``.
         """
-        f, src = self.files, self.source
-        hf = src == "table" and bool(self.hf_dataset or (f["train"] and Path(f["train"]).is_dir()))
-        origin = f["train"] or (self.data_dir if src in ("phrasebank", "fiqa") else None) or self.hf_dataset
-        f["train"] = origin
-        if src in ("phrasebank", "fiqa", "bitext", "clinc150") or hf:
-            f.update(validation=origin, test=origin)  # the source's own or carved splits
-        elif not f["validation"]:  # banking77, or a table without a validation file: carved from train
-            f["validation"] = origin
-            if src == "table" and not f["test"]:
-                f["test"] = origin
+        self.source.plan(self)
 
     # ---- reading ----------------------------------------------------------------------------------
-    def _carve(self, examples: list[Example], names: Sequence[str], fractions: Sequence[float]) -> None:
+    def carve(self, examples: list[Example], names: Sequence[str], fractions: Sequence[float]) -> None:
         """Stratified, seeded split of ``examples`` into ``names``; ids recorded for split_ids.json."""
         parts = readers.stratified_split([e.label for e in examples], fractions, seed=self.split_seed)
         for name, indices in zip(names, parts, strict=True):
@@ -278,7 +239,7 @@ class TextClassificationDataModule(FeaturesDataModule):
                 ds, where=f"{where}[{split_name}]", text_column=self.text_column, label_column=label_column,
                 text_pair_column=self.text_pair_column, label_names=names, multi_label=self.multi_label,
             )
-            self._origin[split] = f"{where}[{split_name}]"
+            self.origin[split] = f"{where}[{split_name}]"
         if "train" not in out:
             raise DataError(where, None, f"no train split; splits found: {', '.join(dd)}")
         return out
@@ -286,39 +247,8 @@ class TextClassificationDataModule(FeaturesDataModule):
     def _read_sources(self) -> None:
         """Fill ``self.examples`` for train/validation/test from the source, carving splits as needed."""
         f = self.files
-        src = self.source
-        if src == "phrasebank":
-            path = str(self._train_file or readers.phrasebank_file(self._need(self.data_dir, "data_dir"), self.agreement))
-            f.update(train=path, validation=path, test=path)
-            self._carve(readers.read_phrasebank(path), ("train", "validation", "test"), self.split_fractions)
-        elif src == "fiqa":
-            base = Path(self._need(self.data_dir, "data_dir"))
-            parts = [p for p in self.fiqa_parts if p in ("headline", "post")]
-            if not parts or len(parts) != len(self.fiqa_parts):
-                raise ConfigError(f"data.fiqa_parts must be headline and/or post; got {self.fiqa_parts}")
-            train = [base / f"task1_{p}_ABSA_train.json" for p in parts]
-            test = [base / f"task1_{p}_ABSA_test.json" for p in parts]
-            f.update(train=str(train[0]), validation=str(train[0]), test=str(test[0]))
-            self._carve(readers.read_fiqa(train, **self.fiqa_thresholds), ("train", "validation"),
-                        (1 - self.validation_fraction, self.validation_fraction))
-            self.examples["test"] = readers.read_fiqa(test, **self.fiqa_thresholds)
-            self._origin["test"] = ", ".join(map(str, test))
-        elif src == "banking77":
-            train = self._need(f["train"], "train_file")
-            self._carve(readers.read_banking77(train), ("train", "validation"),
-                        (1 - self.validation_fraction, self.validation_fraction))
-            if f["test"]:
-                self.examples["test"] = readers.read_banking77(f["test"])
-        elif src == "clinc150":
-            path = self._need(f["train"], "train_file")
-            self.examples.update(readers.read_clinc150(path, oos=self.oos or "class"))
-        elif src == "bitext":
-            path = self._need(f["train"], "train_file")
-            self._carve(readers.read_bitext(path, label=self.bitext_label), ("train", "validation", "test"),
-                        self.split_fractions)
-        else:
-            self._read_table_source()
-        if self.oos is not None and src != "clinc150":
+        self.source.read(self)
+        if self.oos is not None and not self.source.handles_oos:
             self._apply_oos_mode()
         if self.k_shot and self.examples.get("train"):
             self._draw_kshot()
@@ -336,11 +266,12 @@ class TextClassificationDataModule(FeaturesDataModule):
         ids = {"train": [pool[i].id for i in train]}
         if self.k_shot_dev:
             self.examples["validation"] = [pool[i] for i in dev]
-            self._origin["validation"] = f"{self.files['train']} (K-shot dev draw)"
+            self.origin["validation"] = f"{self.files['train']} (K-shot dev draw)"
             ids["validation"] = [pool[i].id for i in dev]
         self.record_kshot(self.output_dir, ids)
 
-    def _read_table_source(self) -> None:
+    def read_tables(self) -> None:
+        """The ``Table`` source: the table files (or a Hugging Face dataset), missing splits carved from train."""
         f = self.files
         hf = self._load_hf()
         if hf is not None:
@@ -349,12 +280,12 @@ class TextClassificationDataModule(FeaturesDataModule):
                 self.examples.update(hf)
             elif "test" in hf:
                 self.examples["test"] = hf["test"]
-                self._carve(hf["train"], ("train", "validation"),
+                self.carve(hf["train"], ("train", "validation"),
                             (1 - self.validation_fraction, self.validation_fraction))
             else:
-                self._carve(hf["train"], ("train", "validation", "test"), self.split_fractions)
+                self.carve(hf["train"], ("train", "validation", "test"), self.split_fractions)
             return
-        test_only = self._labels is not None and bool(self._given["test"])
+        test_only = self._labels is not None and bool(self.given["test"])
         if not f["train"] or test_only:
             if self._labels is None:
                 raise ConfigError("data.train_file is not set")
@@ -363,7 +294,7 @@ class TextClassificationDataModule(FeaturesDataModule):
                 if f[split]:
                     self.examples[split] = self._read_table(f[split])
             return
-        train, given = f["train"], self._given
+        train, given = f["train"], self.given
         examples = self._read_table(train)
         if not examples:
             raise DataError(train, None, "no examples; expected a header row and data rows")
@@ -371,10 +302,10 @@ class TextClassificationDataModule(FeaturesDataModule):
             self.examples["train"] = examples
             self.examples["validation"] = self._read_table(given["validation"])
         elif given["test"]:
-            self._carve(examples, ("train", "validation"),
+            self.carve(examples, ("train", "validation"),
                         (1 - self.validation_fraction, self.validation_fraction))
         else:
-            self._carve(examples, ("train", "validation", "test"), self.split_fractions)
+            self.carve(examples, ("train", "validation", "test"), self.split_fractions)
         if given["test"]:
             self.examples["test"] = self._read_table(given["test"])
 
@@ -384,12 +315,6 @@ class TextClassificationDataModule(FeaturesDataModule):
         for split in drop:
             if split in self.examples:
                 self.examples[split] = [e for e in self.examples[split] if e.label != self.oos_label]
-
-    @staticmethod
-    def _need(value: str | None, key: str) -> str:
-        if not value:
-            raise ConfigError(f"data.{key} is not set")
-        return value
 
     def _load(self) -> None:
         if self._loaded:
@@ -451,7 +376,7 @@ class TextClassificationDataModule(FeaturesDataModule):
         return len(self.examples.get(split, []))
 
     def _encode_label(self, split: str, e: Example, index: dict[str, int]) -> int | list[float]:
-        where = self._origin.get(split, self.files[split])
+        where = self.origin.get(split, self.files[split])
 
         def unknown(lab: str) -> DataError:
             row = e.line if e.line is not None else None
@@ -498,7 +423,7 @@ class TextClassificationDataModule(FeaturesDataModule):
                 feat["example_id"] = i
                 feats.append(feat)
             self.features[split] = feats
-            log.info("%s: %d examples (%s)", split, len(feats), self._origin.get(split, self.files[split]))
+            log.info("%s: %d examples (%s)", split, len(feats), self.origin.get(split, self.files[split]))
         self._write_split_ids()
 
     # ---- contrastive pairs (finetune=setfit) ---------------------------------------------------------
