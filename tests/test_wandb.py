@@ -198,3 +198,6 @@ def test_objective_returns_the_optimized_metric(tmp_path):
     cfg.optimized_metric = "val/nothing"
     with pytest.raises(Exception, match="val/nothing"):
         objective(cfg, {})
+    # The rows a run kept in memory win over the file (which a sweep process never needs to read back).
+    cfg.optimized_metric = "val/f1"
+    assert objective(cfg, {}, [{"val/f1": 0.1}, {"val/f1": 0.9}, {"val/loss": 2.0}]) == 0.9

@@ -96,8 +96,12 @@ def _train_labels(cfg: DictConfig, datamodule: Any) -> list[str]:
     return ordered
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train/test/predict as ``cfg.mode`` says; returns the metrics written to ``metrics.json``."""
+def run(cfg: DictConfig, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train/test/predict as ``cfg.mode`` says; returns the metrics written to ``metrics.json``.
+
+    ``history``: a list that receives the validation rows of the run's ``Tracking`` callback as they are
+    logged (for the sweep objective, without reading ``val_history.json`` back).
+    """
     import lightning as L
     from hydra.utils import instantiate
 
@@ -142,6 +146,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for callback in callbacks:  # the config W&B logs, as written to config.yaml (not read back from it)
         if isinstance(callback, tracking.Tracking):
             callback.config = OmegaConf.to_container(cfg, resolve=False)
+            if history is not None:
+                callback.history = history
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     metrics: dict[str, Any] = {}
@@ -240,7 +246,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     try:
         from experiments.tracking import objective
 
-        value = objective(cfg, run(cfg))
+        history: list[dict[str, Any]] = []
+        value = objective(cfg, run(cfg, history), history)
     except Exception as err:
         user_error = _user_error(err)
         if in_multirun():

@@ -147,11 +147,13 @@ def best_value(values: Sequence[float], goal: str) -> float | None:
     return min(values) if goal.startswith("min") else max(values)
 
 
-def objective(cfg: Any, metrics: Mapping[str, Any]) -> float | None:
+def objective(cfg: Any, metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]] | None = None
+              ) -> float | None:
     """Value of ``cfg.optimized_metric`` for Hydra sweepers (Optuna), or None when it is not set.
 
     A key of ``metrics`` (``test/...``) is returned as is; a validation metric (``val/f1``) gives its
-    best value over the run's validation history (:func:`read_history`, :func:`metric_goal`).
+    best value (:func:`metric_goal`) over ``history``, the rows the run's :class:`Tracking` callback kept in
+    memory, or, without them, over the history the run left on disk (:func:`read_history`).
 
     Raises:
         ConfigError: the metric was never logged by this run.
@@ -161,7 +163,8 @@ def objective(cfg: Any, metrics: Mapping[str, Any]) -> float | None:
         return None
     if name in metrics and number(metrics[name]) is not None:
         return number(metrics[name])
-    value = best_value(read_history(cfg.paths.output_dir, name), metric_goal(name, cfg))
+    values = [number(row[name]) for row in history or () if number(row.get(name)) is not None]
+    value = best_value(values or read_history(cfg.paths.output_dir, name), metric_goal(name, cfg))
     if value is None:
         raise ConfigError(f"optimized_metric={name} was not logged by this run (see {cfg.paths.output_dir})")
     return value
