@@ -54,3 +54,57 @@ def test_strategies_and_models_never_import_the_training_modules():
     offenders = {str(p.relative_to(SRC)): sorted(m for m in imports(p) if m.startswith("experiments.modules"))
                  for folder in ("finetune", "models") for p in sources(SRC / folder)}
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+FAMILIES = {  # module -> the datamodule of the task that uses it
+    "experiments.modules.token_classification.TokenClassificationModule": "experiments.tasks.ner.datamodule.NERDataModule",
+    "experiments.modules.sequence_classification.SequenceClassificationModule":
+        "experiments.tasks.classification.datamodule.TextClassificationDataModule",
+    "experiments.modules.ranking.RankingModule": "experiments.tasks.recommendation.datamodule.RecommendationDataModule",
+    "experiments.modules.answer_selection.AnswerSelectionModule":
+        "experiments.tasks.recommendation.answer_datamodule.AnswerSelectionDataModule",
+}
+
+
+def _class(path: str):
+    import importlib
+
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def test_each_family_datamodule_provides_what_its_module_reads():
+    import inspect
+    import re
+
+    from experiments.evaluation import protocol_members
+
+    for module_path, dm_path in FAMILIES.items():
+        module, dm = _class(module_path), _class(dm_path)
+        assert module.data_protocol is not None, module_path
+        # Members are class attributes (methods, properties) or set in an __init__ of the class hierarchy.
+        assigned = {m for c in dm.__mro__ if "__init__" in vars(c) and c.__module__.startswith("experiments")
+                    for m in re.findall(r"self\.(\w+)\s*[:=]", inspect.getsource(c.__init__))}
+        missing = [n for n in protocol_members(module.data_protocol) if not hasattr(dm, n) and n not in assigned]
+        assert missing == [], f"{dm_path} lacks {missing} of {module.data_protocol.__name__}"
+
+
+def test_a_module_paired_with_another_familys_data_is_one_clear_error(tiny_encoder_dir, tiny_tokenizer, tmp_path):
+    from types import SimpleNamespace
+
+    import pytest
+
+    from experiments.errors import ConfigError
+    from experiments.models.build import build_model
+    from experiments.modules.sequence_classification import SequenceClassificationModule
+    from experiments.tasks.ner.datamodule import NERDataModule
+
+    conll = tmp_path / "t.conll"
+    conll.write_text("john B-PER\nlives O\n\nparis B-LOC\n")
+    ner = NERDataModule(tiny_tokenizer, train_file=str(conll))
+    model = build_model(str(tiny_encoder_dir), head="sequence_classification", labels=["a", "b"])
+    module = SequenceClassificationModule(model=model, labels=["a", "b"])
+    module._trainer = SimpleNamespace(datamodule=ner)
+    with pytest.raises(ConfigError, match="SequenceClassificationData datamodule; NERDataModule lacks "
+                                          "class_counts, embedding_loader, examples, num_examples"):
+        module.data()

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from experiments.errors import ConfigError
-from experiments.evaluation import EvaluationResult
+from experiments.evaluation import AnswerData, EvaluationResult
 from experiments.modules.base import EncoderModule, mean_pool
 from experiments.tasks.recommendation.answer_metrics import ANSWER_METRICS, answer_selection_metrics, report
 
@@ -42,6 +42,8 @@ class AnswerSelectionModule(EncoderModule):
         architecture: ``bi_encoder`` or ``cross_encoder`` (must match ``data.architecture``).
         scale: inverse temperature of the bi-encoder's in-batch softmax over cosines.
     """
+
+    data_protocol = AnswerData
 
     def __init__(self, *args: Any, architecture: str = "bi_encoder", scale: float = 20.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -156,7 +158,7 @@ class AnswerSelectionModule(EncoderModule):
     def evaluation_epoch_end(self, stage: str) -> None:
         rows = self._gather(self._rows)
         self._rows = []
-        es = self.trainer.datamodule.eval_set(_SPLIT[stage])
+        es = self.data().eval_set(_SPLIT[stage])
         scored = self.score_matrix(rows, es)
         if not scored["messages"]:
             raise ConfigError(f"no {_SPLIT[stage]} message was fully scored (limit_{stage}_batches too small?)")
@@ -172,7 +174,7 @@ class AnswerSelectionModule(EncoderModule):
         self.results[stage] = EvaluationResult(stage, metrics, report=report(metrics, title), details={"scored": scored})
         if stage == "test" and self.trainer.is_global_zero:
             self.results[stage] = replace(self.results[stage],
-                                          records=self.prediction_records(self.trainer.datamodule, "test"))
+                                          records=self.prediction_records(self.data(), "test"))
 
     # ---- outputs ----------------------------------------------------------------------------------
     def prediction_records(self, datamodule: Any, split: str, rows: list | None = None) -> list[dict]:

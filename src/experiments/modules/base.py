@@ -130,6 +130,26 @@ class EncoderModule(L.LightningModule):
         """One JSON-able dict per example of ``split`` with its id (``predictions.jsonl``)."""
         raise NotImplementedError
 
+    #: The :mod:`experiments.evaluation` protocol this family's datamodule implements (what it reads from it).
+    data_protocol: type | None = None
+
+    def data(self) -> Any:
+        """``trainer.datamodule``, checked against :attr:`data_protocol`.
+
+        Raises:
+            ConfigError: the datamodule lacks what this family's evaluation reads (a task's module paired
+                with another family's data).
+        """
+        dm = self.trainer.datamodule
+        if self.data_protocol is not None and dm is not None and not isinstance(dm, self.data_protocol):
+            from experiments.errors import ConfigError
+            from experiments.evaluation import protocol_members
+
+            missing = [n for n in protocol_members(self.data_protocol) if not hasattr(dm, n)]
+            raise ConfigError(f"{type(self).__name__} evaluates with a {self.data_protocol.__name__} datamodule; "
+                              f"{type(dm).__name__} lacks {', '.join(missing) or 'some of its members'}")
+        return dm
+
     def evaluation_step(self, batch: dict[str, Any], stage: str) -> None:
         """Score one validation/test batch (``stage``: ``val`` or ``test``) and keep what the epoch end needs."""
         raise NotImplementedError

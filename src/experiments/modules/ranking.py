@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from experiments.errors import ConfigError
-from experiments.evaluation import EvaluationResult
+from experiments.evaluation import ClickData, EvaluationResult
 from experiments.modules.base import EncoderModule, mean_pool
 from experiments.tasks.recommendation.metrics import METRICS, ranking_metrics, ranks_from_scores, report
 
@@ -51,6 +51,8 @@ class RankingModule(EncoderModule):
             (model: encoder).
         user_pooling: how the two-tower user vector pools history item vectors (``mean``).
     """
+
+    data_protocol = ClickData
 
     def __init__(self, *args: Any, architecture: str = "cross_encoder", user_pooling: str = "mean", **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -120,7 +122,7 @@ class RankingModule(EncoderModule):
     def evaluation_epoch_end(self, stage: str) -> None:
         scores = self._gather(self._scores)
         self._scores = {}
-        impressions = self.trainer.datamodule.impressions(_SPLIT[stage])
+        impressions = self.data().impressions(_SPLIT[stage])
         pairs = [(impressions[i].labels, s) for i, s in sorted(scores.items()) if impressions[i].labels is not None]
         metrics = ranking_metrics(pairs)
         for key in METRICS:
@@ -132,7 +134,7 @@ class RankingModule(EncoderModule):
                                                                              "excluded_impressions")},
                                                report=report(metrics, title), details={"scores": scores})
         if stage == "test" and self.trainer.is_global_zero:
-            dm = self.trainer.datamodule
+            dm = self.data()
             self.results[stage] = replace(self.results[stage], records=self.prediction_records(dm, "test"),
                                           files={"prediction.txt": self.submission(dm, "test")})
 

@@ -46,7 +46,7 @@ from torchmetrics.classification import (
 )
 
 from experiments.errors import ConfigError
-from experiments.evaluation import EvaluationResult
+from experiments.evaluation import EvaluationResult, SequenceClassificationData
 from experiments.modules.base import EncoderModule, model_inputs
 from experiments.tasks.classification import metrics as M
 
@@ -75,6 +75,8 @@ class SequenceClassificationModule(EncoderModule):
         oos_label: name of the out-of-scope class; its scores are reported whenever it is evaluated.
         top_k: how many class probabilities each prediction record lists (``None``: all).
     """
+
+    data_protocol = SequenceClassificationData
 
     def __init__(
         self,
@@ -150,7 +152,7 @@ class SequenceClassificationModule(EncoderModule):
     # ---- training ---------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.class_weights == "balanced":
-            dm = self.trainer.datamodule
+            dm = self.data()
             counts = dm.class_counts().double()
             if self.multi_label:
                 n = dm.num_examples("train")
@@ -190,7 +192,7 @@ class SequenceClassificationModule(EncoderModule):
         encoder has not changed since the last fit."""
         from experiments.finetune.setfit import SetFitClassifier
 
-        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm = self.data() if self._trainer is not None else None
         if not isinstance(self.model, SetFitClassifier) or dm is None or \
                 getattr(self, "_head_step", None) == self.global_step:
             return
@@ -333,7 +335,7 @@ class SequenceClassificationModule(EncoderModule):
             rows = self.labels if self.multi_label else self.eval_labels
             title = "Per-label counts (multi-label)" if self.multi_label else "Confusion matrix (test)"
             figure = M.confusion_figure(cm, rows, columns=columns, title=title)
-            dm = self.trainer.datamodule
+            dm = self.data()
             self.results[stage] = replace(self.results[stage], figures={"confusion_matrix.png": figure},
                                           records=self.prediction_records(dm, "test") if dm is not None else [])
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from experiments.evaluation import EvaluationResult
+from experiments.evaluation import EvaluationResult, TokenClassificationData
 from experiments.modules.base import EncoderModule, model_inputs
 from experiments.tasks.ner.decoding import DECODERS, decode_words, entity_records
 from experiments.tasks.ner.metrics import entity_scores, per_type_figure, protocol_table
@@ -32,7 +32,7 @@ class TokenClassificationModule(EncoderModule):
         *args, **kwargs: see :class:`EncoderModule`.
         decode: ``viterbi`` (valid IOB2 sequences, the default) or ``argmax`` (each word's best tag).
 
-    Evaluation reads from ``trainer.datamodule``: ``gold_tags(split)`` (word-level IOB2 tags per sentence,
+    Evaluation reads from the datamodule (:class:`~experiments.evaluation.TokenClassificationData`): ``gold_tags(split)`` (word-level IOB2 tags per sentence,
     index = ``example_id``), ``windows_per_example(split)``, ``unseen_types(split)`` and ``sentences_of(split)``.
     Each evaluation leaves an :class:`~experiments.evaluation.EvaluationResult` in ``self.results[stage]``
     (``details``: the decoded tags, the gold, the scored sentence indices and confidences).
@@ -40,6 +40,8 @@ class TokenClassificationModule(EncoderModule):
     Raises:
         ConfigError: an unknown ``decode``.
     """
+
+    data_protocol = TokenClassificationData
 
     def __init__(self, *args, decode: str = "viterbi", **kwargs):
         super().__init__(*args, **kwargs)
@@ -168,7 +170,7 @@ class TokenClassificationModule(EncoderModule):
 
     def evaluation_epoch_end(self, stage: str) -> None:
         split = {"val": "validation", "test": "test"}[stage]
-        dm = self.trainer.datamodule
+        dm = self.data()
         rows = self._gather(self._records)
         self._records = []
         all_gold = dm.gold_tags(split)
