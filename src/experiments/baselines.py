@@ -207,9 +207,8 @@ def run_baseline(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from experiments.config import split_passthrough
+    from experiments.config import parse_with_passthrough
 
-    argv, extra = split_passthrough(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog="python -m experiments.baselines",
         description="Run pinned paper baselines over seeds and compare with the paper. "
@@ -224,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--table-only", action="store_true", help="only (re)write the tables from existing runs"
     )
-    args = parser.parse_args(argv)
+    args, extra = parse_with_passthrough(parser, argv)
     out = Path(args.out).resolve()
     rows, failures = [], {}
     try:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -231,6 +233,15 @@ class _DropAdverts:
 
     def filter(self, record) -> bool:
         return "litlogger" not in record.getMessage()
+
+
+def parse_with_passthrough(parser: Any, argv: Sequence[str] | None = None) -> tuple[Any, list[str]]:
+    """``(parsed own arguments, overrides)`` of a runner's command line (``sys.argv[1:]`` when ``argv`` is
+    None): ``parser`` reads what comes before ``--``; what follows goes to every run."""
+    import sys
+
+    own, extra = split_passthrough(list(sys.argv[1:] if argv is None else argv))
+    return parser.parse_args(own), extra
 
 
 def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:

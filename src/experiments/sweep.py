@@ -378,9 +378,8 @@ def run_sweep(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from experiments.config import split_passthrough
+    from experiments.config import parse_with_passthrough
 
-    argv, extra = split_passthrough(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog="python -m experiments.sweep",
         description="Run a W&B sweep file locally (no W&B server): grid, random or Bayesian search with "
@@ -404,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--verbose", action="store_true", help="show trial output (default: trial_*/trial.log)"
     )
     parser.add_argument("--validate", action="store_true", help="only validate the sweep file(s) and exit")
-    args = parser.parse_args(argv)
+    args, extra = parse_with_passthrough(parser, argv)
     try:
         if args.validate:
             load_sweep(args.sweep_file)
