@@ -107,3 +107,42 @@ def test_a_k_shot_ner_run_and_the_short_epoch_refusal(run_cli, tmp_path, caplog)
     with pytest.raises(ConfigError, match="fewer than trainer.accumulate_grad_batches=4"):
         run_cli("trainer.max_epochs=1", *data_overrides(files), "data.k_shot=1", "data.batch_size=8",
                 "trainer.accumulate_grad_batches=4", run_dir=tmp_path / "short")
+
+
+def test_the_schedule_spans_exactly_the_optimizer_steps_taken(tmp_path, tiny_encoder_dir, tiny_tokenizer):
+    """K-shot epochs are short: the warmup/decay schedule must be sized by real optimizer steps (accumulation
+    and epochs included), or the learning rate never decays (too many) or sits at 0 (too few)."""
+    import functools
+
+    import lightning as L
+    import torch
+    from transformers import get_scheduler
+
+    from experiments.models.build import build_model
+    from experiments.modules.sequence_classification import SequenceClassificationModule
+    from experiments.tasks.classification.datamodule import TextClassificationDataModule
+
+    rows = ["text,label"] + [f"refund {n} my card,money" for n in range(6)] + [f"cancel order {n},shop" for n in range(6)]
+    data = tmp_path / "t.csv"
+    data.write_text("\n".join(rows) + "\n")
+    dm = TextClassificationDataModule(tiny_tokenizer, train_file=str(data), validation_file=str(data),
+                                      k_shot=4, batch_size=3)
+    seen: dict[str, int] = {}
+
+    def scheduler(optimizer, num_warmup_steps, num_training_steps):
+        seen["total"] = num_training_steps
+        return get_scheduler("linear", optimizer, num_warmup_steps=num_warmup_steps,
+                             num_training_steps=num_training_steps)
+
+    labels = dm.labels
+    module = SequenceClassificationModule(
+        model=build_model(str(tiny_encoder_dir), head="sequence_classification", labels=labels), labels=labels,
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), scheduler=scheduler)
+    trainer = L.Trainer(max_epochs=3, accumulate_grad_batches=2, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    # 8 examples (K=4, 2 classes), batches of 3 -> 3 batches per epoch; accumulating 2 -> 2 optimizer steps per
+    # epoch (Lightning steps on the epoch's last, partial accumulation too) -> 6 over 3 epochs.
+    assert trainer.global_step == 6
+    assert seen["total"] == 6
+    assert module.lr_schedulers().get_last_lr()[0] == 0.0  # the linear decay ends exactly at the last step
