@@ -164,8 +164,12 @@ def test_a_kshot_run_without_validation_tests_the_last_epoch(run_cli, tmp_path):
     assert metrics["test/checkpoint"].endswith("epoch01-step4.ckpt")
 
 
-def test_setfit_with_ner_is_a_clear_error(run_cli, tmp_path):
+def test_setfit_with_ner_or_onnx_is_a_clear_error(run_cli, tmp_path):
     from test_cli import data_overrides, write_data
 
     with pytest.raises(ConfigError, match="finetune=setfit classifies sentences"):
         run_cli(*data_overrides(write_data(tmp_path)), "finetune=setfit", "debug=limit")
+    data = tmp_path / "t.csv"
+    data.write_text("text,label\nrefund my card,money\ncancel order,shop\n" * 4)
+    with pytest.raises(ConfigError, match="setfit_head.json"):
+        run_cli("task=text_classification", f"data.train_file={data}", "finetune=setfit", "export.onnx=true")

@@ -126,10 +126,11 @@ def run(cfg: DictConfig, history: list[dict[str, Any]] | None = None) -> dict[st
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, labels=_stored_labels(cfg))
     labels = _train_labels(cfg, datamodule)
     adapter = instantiate(cfg.finetune.adapter) if cfg.finetune.get("adapter") else None
-    if (getattr(adapter, "is_prompt_learning", False) or cfg.finetune.get("name") == "pet") and cfg.mode == "train" \
-            and cfg.export.onnx:
+    if (getattr(adapter, "is_prompt_learning", False) or cfg.finetune.get("name") in ("pet", "setfit")) \
+            and cfg.mode == "train" and cfg.export.onnx:
         raise ConfigError(f"export.onnx=true exports a sequence-classification model; finetune={cfg.finetune.name} "
-                          "exports a peft adapter or a masked-LM model with pet.json")
+                          "exports a peft adapter, a masked-LM model with pet.json or an encoder with "
+                          "setfit_head.json")
     model = instantiate(cfg.model)(labels=labels, adapter=adapter)
     adversary = instantiate(cfg.finetune.adversary) if cfg.finetune.get("adversary") else None
     module = instantiate(cfg.module)(
@@ -163,8 +164,8 @@ def run(cfg: DictConfig, history: list[dict[str, Any]] | None = None) -> dict[st
 
 def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any, tokenizer: Any,
                     out: Path, params: tuple[int, int]) -> dict[str, Any]:
-    """Run ``cfg.mode`` on an assembled trainer, module and datamodule; write the run's files.
-    ``params``: the (trainable, total) parameter counts, reported in ``metrics.json``."""
+    """Run ``cfg.mode`` on an assembled trainer, module and datamodule (:func:`_fit_and_test`), then write
+    the run's files (:func:`_write_run`). ``params``: the (trainable, total) parameter counts."""
     from experiments import reporting
 
     if cfg.mode == "predict":
@@ -175,6 +176,17 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
         log.info("written: %s", ", ".join(map(str, written)))
         print(f"predictions written to {out / 'predictions.jsonl'}")
         return {}
+    metrics, best, tested = _fit_and_test(cfg, trainer, module, datamodule, params)
+    if trainer.is_global_zero:
+        _write_run(cfg, trainer, module, tokenizer, out, metrics, best, tested)
+    return metrics
+
+
+def _fit_and_test(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any, params: tuple[int, int]
+                  ) -> tuple[dict[str, Any], str, bool]:
+    """Fit (``mode=train``) and test the best checkpoint (or ``ckpt_path`` in ``mode=test``); writes nothing.
+    Returns (metrics, the best checkpoint or "", whether a test split was evaluated)."""
+    from experiments import reporting
 
     metrics: dict[str, Any] = {"train/trainable_params": params[0], "train/total_params": params[1]}
     best = ""
@@ -195,33 +207,38 @@ def _fit_test_write(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any,
         test_ckpt = cfg.ckpt_path
     else:
         raise ExperimentsError(f"mode={cfg.mode!r}: expected one of train, test, predict")
-
     tested = bool(datamodule.files.get("test"))
     if tested:
         trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt)
         if trainer.is_global_zero:
             metrics.update(reporting.flat_metrics(trainer.callback_metrics))
             metrics["test/checkpoint"] = test_ckpt or "last weights"
-            reporting.write_evaluation(module.results["test"], out, trainer.loggers, step=trainer.global_step)
-    if trainer.is_global_zero:
-        from experiments.throughput import peak_rss_mib
+    return metrics, best, tested
 
-        metrics["peak_rss_mib"] = round(peak_rss_mib(), 1)  # this process, so far (rank 0 under DDP)
-        reporting.write_json(out / "metrics.json", metrics)
-        if cfg.mode == "train" and (cfg.export.model or cfg.export.onnx):
-            if best and not tested:
-                # No test run loaded the best checkpoint: load it here, so the export is the best weights.
-                module.load_weights(best)
-            written = reporting.export_model(module.model, tokenizer, out / "model")
-            log.info("model exported to %s (weights of %s)", written, best or "the last step")
-            if cfg.export.onnx:
-                from experiments.onnx_export import export_onnx
 
-                onnx_path = export_onnx(out / "model", out / "model.onnx", head=str(cfg.model.head))
-                log.info("ONNX model written to %s", onnx_path)
-        if key := next((k for k in ("test/f1", "test/accuracy", "test/auc", "test/mrr") if k in metrics), None):
-            print(f"{key} = {metrics[key]:.4f}   (outputs in {out})")
-    return metrics
+def _write_run(cfg: DictConfig, trainer: Any, module: Any, tokenizer: Any, out: Path, metrics: dict[str, Any],
+               best: str, tested: bool) -> None:
+    """Rank 0: the test evaluation's files, ``metrics.json`` and the exported model (the best weights)."""
+    from experiments import reporting
+    from experiments.throughput import peak_rss_mib
+
+    if tested:
+        reporting.write_evaluation(module.results["test"], out, trainer.loggers, step=trainer.global_step)
+    metrics["peak_rss_mib"] = round(peak_rss_mib(), 1)  # this process, so far (rank 0 under DDP)
+    reporting.write_json(out / "metrics.json", metrics)
+    if cfg.mode == "train" and (cfg.export.model or cfg.export.onnx):
+        if best and not tested:
+            # No test run loaded the best checkpoint: load it here, so the export is the best weights.
+            module.load_weights(best)
+        written = reporting.export_model(module.model, tokenizer, out / "model")
+        log.info("model exported to %s (weights of %s)", written, best or "the last step")
+        if cfg.export.onnx:
+            from experiments.onnx_export import export_onnx
+
+            onnx_path = export_onnx(out / "model", out / "model.onnx", head=str(cfg.model.head))
+            log.info("ONNX model written to %s", onnx_path)
+    if key := next((k for k in ("test/f1", "test/accuracy", "test/auc", "test/mrr") if k in metrics), None):
+        print(f"{key} = {metrics[key]:.4f}   (outputs in {out})")
 
 
 # Set when Hydra hands over to the task function: an error before that is Hydra's own composition or
