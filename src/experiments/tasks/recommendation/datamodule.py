@@ -147,10 +147,8 @@ class RecommendationDataModule(FeaturesDataModule):
         *,
         architecture: str = "cross_encoder",
         data_dir: str | None = None,
-        train_file: str | None = None,
-        validation_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
+        train_file: str | None = None, validation_file: str | None = None,
+        test_file: str | None = None, predict_file: str | None = None,
         item_fields: Sequence[str] = ("title",),
         max_history: int = 50,
         negatives: int = 4,
@@ -167,11 +165,8 @@ class RecommendationDataModule(FeaturesDataModule):
         super().__init__(tokenizer, batch_size=batch_size, eval_batch_size=1, max_length=max_length,
                          group_by_length=False, pad_to_multiple_of=pad_to_multiple_of, num_workers=num_workers,
                          seed=seed)
-        self.architecture = architecture
-        self.item_fields = tuple(item_fields)
-        self.max_history = max_history
-        self.negatives = negatives
-        self.sample_seed = sample_seed
+        self.architecture, self.item_fields = architecture, tuple(item_fields)
+        self.max_history, self.negatives, self.sample_seed = max_history, negatives, sample_seed
         self.item_max_length = item_max_length
         self.eval_candidates = eval_batch_size
         self.eval_only = labels is not None
