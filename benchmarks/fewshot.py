@@ -17,6 +17,10 @@ the last epoch is tested. Methods:
 * ``setfit``: ``finetune=setfit`` (the same recipe through our training step).
 * ``full``: ``finetune=full``, 20 epochs, batch 8, lr 1e-4 (fixed, not tuned).
 * ``full_eda``: ``full`` with ``augment=eda`` (random swap and deletion, Wei & Zou 2019).
+* ``lora``: ``finetune=lora`` (r 8), lr 5e-4; ``prompt_tuning``: ``finetune=prompt_tuning`` (20 virtual
+  tokens), lr 1e-2; otherwise as ``full``.
+* NER (``conll``, K mentions per entity type): ``ner_full`` (as ``full``) and ``ner_mention`` (with
+  ``augment=ner``, mention replacement, Dai & Adel 2020); scored by entity-level F1.
 
 Beside them: the majority class of the full training split, and our full-data score where
 ``make results`` recorded it. Each run's record (accuracy, macro-F1, wall time from process launch to exit)
@@ -42,9 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 DATASETS: dict[str, list[str]] = {
     "phrasebank": ["experiment=sentiment_phrasebank100_minilm"],
     "banking77": ["experiment=intent_banking77_minilm"],
+    "conll": ["experiment=ner_conll2003_minilm"],
 }
+NER = {"conll"}  # K counts mentions per entity type; entity-level F1; only the NER methods apply
+METRIC = {"phrasebank": "test/accuracy", "banking77": "test/accuracy", "conll": "test/f1"}
 # The full-data score of each dataset, from `make results` (benchmarks/results.yaml), when recorded.
-FULL_DATA = {"phrasebank": ("strategies_phrasebank", "full"), "banking77": ("strategies_banking77", "full")}
+FULL_DATA = {"phrasebank": ("strategies_phrasebank", "full"), "banking77": ("strategies_banking77", "full"),
+             "conll": ("strategies_conll", "full")}
 COMMON = ["trainer.limit_val_batches=0", "export.model=false", "trainer.precision=32"]
 METHODS: dict[str, list[str]] = {
     "setfit": ["finetune=setfit", "trainer.max_epochs=1", "data.batch_size=16", "optimizer.lr=2.0e-5",
@@ -53,8 +61,22 @@ METHODS: dict[str, list[str]] = {
              "module.warmup_ratio=0.1"],
     "full_eda": ["finetune=full", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-4",
                  "module.warmup_ratio=0.1", "augment=eda"],
+    "lora": ["finetune=lora", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=5.0e-4",
+             "module.warmup_ratio=0.1"],
+    "prompt_tuning": ["finetune=prompt_tuning", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-2",
+                      "module.warmup_ratio=0.1"],
+    # NER (K mentions per type, Yang & Katiyar 2020): full fine-tuning without and with mention replacement.
+    "ner_full": ["finetune=full", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-4",
+                 "module.warmup_ratio=0.1"],
+    "ner_mention": ["finetune=full", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-4",
+                    "module.warmup_ratio=0.1", "augment=ner"],
 }
 ALL_METHODS = ("setfit_lib", *METHODS)
+
+
+def applies(dataset: str, method: str) -> bool:
+    """NER datasets take the ``ner_*`` methods; sentence datasets every other one."""
+    return (dataset in NER) == method.startswith("ner_")
 
 
 def kshot_overrides(dataset: str, k: int, seed: int) -> list[str]:
@@ -135,7 +157,7 @@ def run_ours(folder: Path, dataset: str, k: int, seed: int, method: str) -> dict
     wall = time.perf_counter() - start
     m = json.loads((run_dir / "metrics.json").read_text())
     ids = json.loads((run_dir / "kshot_ids.json").read_text())
-    return {"metrics": {k2: v for k2, v in m.items() if k2 in ("test/accuracy", "test/f1_macro")},
+    return {"metrics": {k2: v for k2, v in m.items() if k2 in ("test/accuracy", "test/f1_macro", "test/f1")},
             "wall_s": round(wall, 1), "fit_s": m.get("train/fit_time_s"), "train_examples": len(ids["train"]),
             "command": "python -m experiments " + " ".join(args)}
 
@@ -153,11 +175,14 @@ def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], res
             return "–"
         return f"{statistics.mean(values):.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
 
-    cols = [(d, k) for d in datasets for k in ks]
+    # Every K run so far for each dataset (the NER column uses its own K), else the K asked for.
+    cols = [(d, k) for d in datasets
+            for k in (sorted(int(q.name[1:]) for q in (out / d).glob("k*") if q.name[1:].isdigit()) or ks)]
     lines = ["<!-- results:fewshot -->", "### Few-shot: the setfit library against our recipes, MiniLM", "",
              (__doc__ or "").split("\n\n")[1].replace("\n", " ").strip(), "",
-             "Test accuracy, mean ± sample std over K-shot draws (seed = k_shot_seed = training seed), and mean "
-             "wall time per run in seconds (process launch to exit, test included).", "",
+             "Test accuracy (CoNLL: entity-level F1), mean ± sample std over K-shot draws (seed = k_shot_seed = "
+             "training seed), and mean wall time per run in seconds (process launch to exit, test included). "
+             "\"–\": not run.", "",
              f"Machine: {machine()['cpu']} (flags: {machine()['flags']}).", "",
              "| method | " + " | ".join(f"{d} K={k}" for d, k in cols) + " | " +
              " | ".join(f"{d} K={k} wall (s)" for d, k in cols) + " |",
@@ -167,34 +192,33 @@ def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], res
         for d, k in cols:
             recs = [json.loads(p.read_text()) for p in sorted((out / d / f"k{k}").glob(f"seed*/{method}.json"))]
             seeds_seen |= {r["seed"] for r in recs}
-            accs.append(cell([r["metrics"]["test/accuracy"] for r in recs]))
+            accs.append(cell([r["metrics"][METRIC[d]] for r in recs]) if applies(d, method) else "n/a")
             walls.append(f"{statistics.mean(r['wall_s'] for r in recs):.0f}" if recs else "–")
         lines.append(f"| {method} | " + " | ".join(accs) + " | " + " | ".join(walls) + " |")
     majority = []
     for d, _ in cols:
         path = out / d / "majority.json"
-        majority.append(f"{json.loads(path.read_text())['test/accuracy']:.3f}" if path.is_file() else "–")
+        majority.append("n/a" if d in NER else
+                        f"{json.loads(path.read_text())['test/accuracy']:.3f}" if path.is_file() else "–")
     lines.append("| majority class (full training split) | " + " | ".join(majority) + " |" + " |" * len(cols))
     full = []
     for d, _ in cols:
         table_name, row = FULL_DATA[d]
         recs = [json.loads(p.read_text()) for p in sorted((results_dir / table_name / row).glob("seed*/record.json"))]
-        full.append(cell([r["metrics"]["test/accuracy"] for r in recs]) + " (all data)" if recs else "not run")
+        full.append(cell([r["metrics"][METRIC[d]] for r in recs]) + " (all data)" if recs else "not run")
     lines.append("| `full` on the whole training split (make results) | " + " | ".join(full) + " |" + " |" * len(cols))
     commands = sorted({json.loads(p.read_text())["command"].replace(f"seed={s}", "seed=S")
                       .replace(f"k_shot_seed={s}", "k_shot_seed=S")
                        for p in out.glob("*/k*/seed*/*.json") for s in [json.loads(p.read_text()).get("seed")]
                        if "python -m" in json.loads(p.read_text()).get("command", "")})
-    lines += ["", "Commands (S = the seed):", "", *[f"    {c}" for c in commands], "",
-              "    python benchmarks/fewshot.py " + " ".join(
-                  ["--datasets", *datasets, "--k", *map(str, ks), "--methods", *methods]), "",
+    lines += ["", "Commands of our runs (S = the seed):", "", *[f"    {c}" for c in commands], "",
               "<!-- /results:fewshot -->"]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=["phrasebank", "banking77"], choices=list(DATASETS))
     parser.add_argument("--k", nargs="+", type=int, default=[8, 16])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS))
@@ -213,12 +237,12 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out.resolve()
     if not args.tables_only:
         for dataset in args.datasets:
-            if not (out / dataset / "majority.json").is_file():
+            if dataset not in NER and not (out / dataset / "majority.json").is_file():
                 reporting.write_json(out / dataset / "majority.json", {"test/accuracy": majority_accuracy(dataset)})
             for k in args.k:
                 for seed in args.seeds:
                     folder = out / dataset / f"k{k}" / f"seed{seed}"
-                    for method in args.methods:
+                    for method in [m for m in args.methods if applies(dataset, m)]:
                         path = record_file(out, dataset, k, seed, method)
                         if path.is_file():
                             continue
