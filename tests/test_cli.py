@@ -56,6 +56,8 @@ def test_fast_dev_run(run_cli, tmp_path):
     assert 0.0 <= metrics["test/f1"] <= 1.0
     assert (run_dir / "metrics.json").exists()
     assert (run_dir / "config.yaml").exists()
+    # A check run writes no checkpoint (Lightning 2.6's ModelCheckpoint.on_train_end would write last.ckpt).
+    assert not list(run_dir.glob("checkpoints/*.ckpt"))
 
 
 def test_train_writes_reports_export_and_predict(run_cli, tmp_path, tiny_encoder_dir):

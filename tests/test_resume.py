@@ -258,3 +258,26 @@ def test_training_order_depends_only_on_seed_and_epoch_and_resumes_mid_epoch():
     shares = [list(loader(2, r)) for r in range(2)]
     assert len(shares[0]) == len(shares[1])
     assert set(sum(shares[0] + shares[1], [])) == set(range(23))
+
+
+def test_a_sigterm_stops_the_run_with_exit_143_and_a_resume_state(tmp_path, tiny_encoder_dir):
+    """Lightning ends a SIGTERM'd fit as SystemExit(None), exit code 0: a scheduler or sweep would count the
+    pre-empted run as finished. The CLI exits 143 (128 + 15), names how to resume, and writes no metrics."""
+    run_dir = tmp_path / "run"
+    entry = tmp_path / "slow_entry.py"
+    entry.write_text("SLEEP = 0.2\n" + SLOW_ENTRY)
+    victim = subprocess.Popen(
+        [sys.executable, str(entry), f"model.name_or_path={tiny_encoder_dir}", "trainer.precision=32",
+         "trainer.accelerator=cpu", "~callbacks.progress_bar", "trainer.max_epochs=2", "data.batch_size=2",
+         "callbacks.last_checkpoint.every_n_train_steps=3", *write_conll(tmp_path / "data", 40, 5, 5),
+         f"hydra.run.dir={run_dir}"],
+        env=cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and victim.poll() is None and not last.is_file():
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGTERM)
+    out, _ = victim.communicate(timeout=300)
+    assert victim.returncode == 143, out[-3000:]
+    assert "stopped by SIGTERM" in out and "ckpt_path=last" in out
+    assert last.is_file() and not (run_dir / "metrics.json").exists()

@@ -192,7 +192,16 @@ def _fit_and_test(cfg: DictConfig, trainer: Any, module: Any, datamodule: Any, p
     best = ""
     if cfg.mode == "train":
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        except SystemExit:
+            # Lightning ends a SIGTERM'd fit with SystemExit(None), i.e. exit code 0, as if it had finished.
+            if not getattr(trainer, "received_sigterm", False):
+                raise
+            from experiments.errors import Interrupted
+
+            raise Interrupted(f"stopped by SIGTERM at step {trainer.global_step}; the resume state is in "
+                              f"checkpoints/last.ckpt: ckpt_path=last hydra.run.dir={cfg.paths.output_dir}") from None
         metrics["train/fit_time_s"] = round(time.perf_counter() - start, 2)
         metrics["train/epochs"] = int(trainer.current_epoch)
         callback = trainer.checkpoint_callback

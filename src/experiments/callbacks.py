@@ -116,6 +116,11 @@ class LastCheckpoint(ModelCheckpoint):
         if self._should_save_on_train_epoch_end(trainer):
             self._save_newest(trainer)
 
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning's own on_train_end writes last.ckpt even under fast_dev_run (a full 270 MB state per check run).
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._should_save_on_train_epoch_end(trainer):
             self._save_newest(trainer)

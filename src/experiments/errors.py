@@ -44,3 +44,10 @@ class ConfigError(ExperimentsError, ValueError):
 
 class ModelLoadError(ExperimentsError, OSError):
     """A pretrained model or tokenizer could not be loaded (not cached and not reachable, or missing)."""
+
+
+class Interrupted(ExperimentsError):
+    """The run was stopped by SIGTERM (a scheduler's pre-emption, ``kill``): the resume state was saved but the
+    run did not finish, so the CLI exits 143 (128 + SIGTERM) instead of reporting success."""
+
+    exit_code = 143
