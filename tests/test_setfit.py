@@ -132,6 +132,22 @@ def test_a_setfit_run_trains_on_pairs_tests_and_exports_a_reloadable_head(run_cl
 
     model = load_setfit(run_dir / "model").eval()
     torch.testing.assert_close(model.head_weight, torch.tensor(head["weight"]))
+    # Predicting with the export: the same strategy reads the head back from setfit_head.json.
+    texts = tmp_path / "texts.txt"
+    texts.write_text("refund 3 my card\ncancel order 5\n")
+    run_cli("task=text_classification", "mode=predict", f"model.name_or_path={run_dir / 'model'}", "finetune=setfit",
+            f"data.predict_file={texts}", run_dir=tmp_path / "predict")
+    rows = [json.loads(line) for line in (tmp_path / "predict" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["refund 3 my card", "cancel order 5"]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(run_dir / "model")
+    with torch.no_grad():
+        probs = model(**tok([r["text"] for r in rows], padding=True, return_tensors="pt")).logits.softmax(-1)
+    id2label = {int(k): v for k, v in head["id2label"].items()}
+    for r, p in zip(rows, probs, strict=True):
+        assert r["predicted"] == id2label[int(p.argmax())]
+        assert abs(r["probabilities"][r["predicted"]] - float(p.max())) < 1e-4
 
 
 def test_the_datamodule_serves_pair_batches(tmp_path, tiny_tokenizer):

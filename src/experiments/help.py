@@ -15,7 +15,7 @@ GROUPS = {
     "task": "the task family: data, LightningModule, metrics",
     "dataset": "a preset of data files and reader options for a task",
     "model": "the pretrained encoder",
-    "finetune": "the strategy: full, LoRA, adversarial",
+    "finetune": "the strategy: full, LoRA, adversarial, prompt learning, PET, SetFit",
     "recommender": "model family of task=recommendation",
     "answer_model": "model family of task=support_response",
     "augment": "on-the-fly augmentation of the training split",
@@ -91,7 +91,7 @@ def help_text(conf: str | Path | None = None) -> str:
             out += [f"  {p.stem:<{pad}}{describe(p, 100 - pad)}" for p in files]
         out.append("")
     out += ["Other keys: mode=train|test|predict, ckpt_path=<.ckpt>|last, seed=N, export.model=true|false, export.onnx=true,",
-            "module.compile=true (torch.compile),",
+            "module.compile=true (torch.compile), data.k_shot=K data.k_shot_seed=N data.k_shot_dev=K (few-shot),",
             "optimizer.lr=..., data.batch_size=..., data.max_length=..., module.decode=viterbi|argmax (NER).", "",
             "Examples:", *[f"  {e}" for e in EXAMPLES], "",
             "Outputs: outputs/<task>/<date_time>/ (or hydra.run.dir=...): config.yaml, metrics.json,",

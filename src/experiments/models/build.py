@@ -230,10 +230,19 @@ def _cloze_model(name_or_path: str, head: Head, labels: list[str], pet: Any, kwa
         raise ConfigError("finetune=pet is cloze classification of sentences (task=text_classification, "
                           f"support_intent, financial_sentiment); model.head={head} cannot use it")
     mlm_kwargs = {k: v for k, v in kwargs.items() if k not in ("num_labels", "problem_type")}
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # a missing MLM head is reported below in one line, not by a load report
+    hf_logging.disable_progress_bar()
     try:
         mlm, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True, **mlm_kwargs)
     except OSError as err:
         raise ModelLoadError(f"cannot load {name_or_path!r}: {err}. {_WAYS_OUT}") from err
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
     missing = [k for k in info.get("missing_keys") or [] if k.startswith(("cls.", "lm_head", "vocab_"))]
     if missing:
         raise ConfigError(f"{name_or_path} has no masked-LM head ({', '.join(sorted(missing)[:3])} missing): "
@@ -295,6 +304,8 @@ def _quiet_from_pretrained(auto, name_or_path: str, kwargs: dict) -> nn.Module:
         model, info = auto.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
         if bars:
             hf_logging.enable_progress_bar()
     new = sorted(info.get("missing_keys") or [])

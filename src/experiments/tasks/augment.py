@@ -50,6 +50,9 @@ class EDA:
         self.swap = _probability("swap", swap)
         self.delete = _probability("delete", delete)
 
+    def __repr__(self) -> str:
+        return f"EDA(swap={self.swap}, delete={self.delete})"
+
     def __call__(self, text: str, rng: np.random.RandomState) -> str:
         """One variant of ``text`` (words split on whitespace, joined by single spaces)."""
         words = text.split()
@@ -93,6 +96,9 @@ class NERAugment:
         self.mention_replace = _probability("mention_replace", mention_replace)
         self.tokens: dict[str, list[str]] = {}
         self.mentions: dict[str, list[list[str]]] = {}
+
+    def __repr__(self) -> str:
+        return f"NERAugment(token_replace={self.token_replace}, mention_replace={self.mention_replace})"
 
     def fit(self, sentences: Sequence[tuple[Sequence[str], Sequence[str]]]) -> NERAugment:
         """Collect the training tokens per tag and mentions per type from ``(words, tags)`` pairs."""

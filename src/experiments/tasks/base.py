@@ -212,6 +212,8 @@ class FeaturesDataModule(L.LightningDataModule):
             raise ConfigError("data.k_shot_dev needs data.k_shot")
         self.k_shot, self.k_shot_seed, self.k_shot_dev = k_shot, int(k_shot_seed), k_shot_dev
         self.augment = augment
+        if augment is not None:
+            log.info("training split augmented on the fly: %r", augment)
         self.tokenizer = tokenizer
         self.cache_dir = cache_dir
         self.seed = int(seed)

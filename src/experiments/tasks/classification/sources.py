@@ -118,6 +118,7 @@ class FiQA(Source):
         train = [base / f"task1_{p}_ABSA_train.json" for p in self.parts]
         test = [base / f"task1_{p}_ABSA_test.json" for p in self.parts]
         dm.files.update(train=str(train[0]), validation=str(train[0]), test=str(test[0]))
+        dm.origin.update(train=", ".join(map(str, train)), validation=", ".join(map(str, train)))
         cuts = {"negative_below": float(self.negative_below), "positive_above": float(self.positive_above)}
         dm.carve(readers.read_fiqa(train, **cuts), ("train", "validation"),
                  (1 - dm.validation_fraction, dm.validation_fraction))
@@ -156,6 +157,10 @@ class Bitext(Source):
     seeded stratified train/validation/test."""
 
     label: str = "intent"
+
+    def __post_init__(self) -> None:
+        if self.label not in ("intent", "category"):
+            raise ConfigError(f"data.source.label must be intent or category; got {self.label!r}")
 
     def plan(self, dm: TextClassificationDataModule) -> None:
         dm.files.update(validation=dm.files["train"], test=dm.files["train"])
