@@ -90,6 +90,19 @@ def test_ddp_cpu_lora_scores_as_one_process(run_cli, tmp_path, tiny_encoder_dir)
         assert ddp[key] == single[key], key
 
 
+def test_ddp_cpu_sentence_classification_scores_as_one_process(run_cli, tmp_path, tiny_encoder_dir):
+    from test_resume import write_texts
+
+    data = write_texts(tmp_path / "data", train=12, validation=5, test=7)
+    ddp = ddp_train(tmp_path, tiny_encoder_dir, [*data, "data.eval_batch_size=2"])
+    rows = (tmp_path / "ddp" / "predictions.jsonl").read_text().splitlines()
+    assert len(rows) == 7  # 7 test texts over 2 ranks: each once, none padded in twice
+    single, _ = run_cli("mode=test", f"ckpt_path={ddp['test/checkpoint']}", "trainer.accelerator=cpu",
+                        "data.eval_batch_size=3", "~callbacks.progress_bar", *data, run_dir=tmp_path / "single")
+    for key in ("test/accuracy", "test/f1_macro", "test/f1_weighted"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
+
+
 def test_ddp_cpu_click_prediction_scores_as_one_process(run_cli, tmp_path, tiny_encoder_dir):
     data = ["task=recommendation", "recommender=two_tower"]
     ddp = ddp_train(tmp_path, tiny_encoder_dir, [*data, "data.eval_batch_size=8"])

@@ -64,12 +64,26 @@ def write_pairs(folder: Path) -> list[str]:
     return ["task=support_response", f"data.train_file={path}"]
 
 
+def write_texts(folder: Path, train: int = 40, validation: int = 5, test: int = 7) -> list[str]:
+    """Sentence-classification CSVs (3 labels); returns the task and ``data.*_file`` overrides."""
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["refund", "card", "order", "cancel", "bank", "shares"]
+    labels = ["money", "shop", "market"]
+    out = ["task=text_classification"]
+    for split, n in (("train", train), ("validation", validation), ("test", test)):
+        rows = ["text,label"] + [f"{words[i % 6]} my {words[(i * 5) % 6]} {i},{labels[i % 3]}" for i in range(n)]
+        (folder / f"{split}.csv").write_text("\n".join(rows) + "\n")
+        out.append(f"data.{split}_file={folder / f'{split}.csv'}")
+    return out
+
+
 # (data, extra overrides, a test metric, optimizer steps per epoch at batch 2): NER, NER with LoRA, answer
-# selection, and click prediction on the embedded MIND sample (12 training clicks, batch 1).
+# selection, sentence classification, and click prediction on the embedded MIND sample (12 training clicks, batch 1).
 FAMILIES = {
     "ner": (lambda d: write_conll(d, train=40, validation=5, test=5), [], "test/f1", 20),
     "ner_lora": (lambda d: write_conll(d, train=40, validation=5, test=5), ["finetune=lora"], "test/f1", 20),
     "support_response": (write_pairs, [], "test/mrr", 20),
+    "classification": (write_texts, [], "test/accuracy", 20),
     "recommendation": (lambda d: ["task=recommendation", "recommender=two_tower"], ["data.batch_size=1"],
                        "test/auc", 12),
 }
