@@ -217,7 +217,8 @@ def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], res
     commands = sorted({json.loads(p.read_text())["command"].replace(f"seed={s}", "seed=S")
                       .replace(f"k_shot_seed={s}", "k_shot_seed=S")
                        for p in out.glob("*/k*/seed*/*.json") for s in [json.loads(p.read_text()).get("seed")]
-                       if "python -m" in json.loads(p.read_text()).get("command", "")})
+                       if "python -m" in json.loads(p.read_text()).get("command", "") and p.stem in methods
+                       and p.parts[-4] in datasets})
     lines += ["", "Commands of our runs (S = the seed):", "", *[f"    {c}" for c in commands], "",
               "<!-- /results:fewshot -->"]
     return "\n".join(lines) + "\n"

@@ -8,10 +8,10 @@ import pytest
 from test_cli import data_overrides, write_data
 from test_configs import options
 
-PROMPT_LEARNING = ("prompt_tuning", "p_tuning", "prefix_tuning", "pet")  # sentence classification only (test_prompt_learning, test_pet)
+SENTENCES_ONLY = ("prompt_tuning", "p_tuning", "prefix_tuning", "pet", "setfit")  # test_prompt_learning, test_pet, test_setfit
 
 
-@pytest.mark.parametrize("finetune", [f for f in options("finetune") if f not in PROMPT_LEARNING])
+@pytest.mark.parametrize("finetune", [f for f in options("finetune") if f not in SENTENCES_ONLY])
 def test_ner_fast_dev_run_per_strategy(run_cli, tmp_path, finetune):
     metrics, _ = run_cli("debug=fast_dev_run", f"finetune={finetune}", *data_overrides(write_data(tmp_path / "d")))
     assert 0.0 <= metrics["test/f1"] <= 1.0

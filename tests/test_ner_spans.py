@@ -162,7 +162,7 @@ SPAN_TRAIN = [
 
 def test_a_span_file_trains_carves_splits_and_predicts_character_offsets(run_cli, tmp_path):
     train = write_lines(tmp_path / "train.jsonl", SPAN_TRAIN * 5)
-    metrics, run_dir = run_cli("debug=fast_dev_run", f"data.train_file={train}", "data.validation_file=null",
+    metrics, run_dir = run_cli("debug=limit", f"data.train_file={train}", "data.validation_file=null",
                                "data.test_file=null", "data.batch_size=2")
     assert "test/f1" in metrics
     ids = json.loads((run_dir / "split_ids.json").read_text())
