@@ -59,22 +59,18 @@ METRIC = {"phrasebank": "test/accuracy", "banking77": "test/accuracy", "conll": 
 FULL_DATA = {"phrasebank": ("strategies_phrasebank", "full"), "banking77": ("strategies_banking77", "full"),
              "conll": ("strategies_conll", "full")}
 COMMON = ["trainer.limit_val_batches=0", "export.model=false", "trainer.precision=32"]
+# Fixed, not tuned: every fine-tuning method trains 20 epochs at batch 8 with 10% warmup.
+FIXED = ["trainer.max_epochs=20", "data.batch_size=8", "module.warmup_ratio=0.1"]
 METHODS: dict[str, list[str]] = {
     "setfit": ["finetune=setfit", "trainer.max_epochs=1", "data.batch_size=16", "optimizer.lr=2.0e-5",
                "module.warmup_ratio=0.1"],  # + num_iterations of ITERATIONS
-    "full": ["finetune=full", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-4",
-             "module.warmup_ratio=0.1"],
-    "full_eda": ["finetune=full", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-4",
-                 "module.warmup_ratio=0.1", "augment=eda"],
-    "lora": ["finetune=lora", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=5.0e-4",
-             "module.warmup_ratio=0.1"],
-    "prompt_tuning": ["finetune=prompt_tuning", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-2",
-                      "module.warmup_ratio=0.1"],
+    "full": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4"],
+    "full_eda": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4", "augment=eda"],
+    "lora": ["finetune=lora", *FIXED, "optimizer.lr=5.0e-4"],
+    "prompt_tuning": ["finetune=prompt_tuning", *FIXED, "optimizer.lr=1.0e-2"],
     # NER (K mentions per type, Yang & Katiyar 2020): full fine-tuning without and with mention replacement.
-    "ner_full": ["finetune=full", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-4",
-                 "module.warmup_ratio=0.1"],
-    "ner_mention": ["finetune=full", "trainer.max_epochs=20", "data.batch_size=8", "optimizer.lr=1.0e-4",
-                    "module.warmup_ratio=0.1", "augment=ner"],
+    "ner_full": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4"],
+    "ner_mention": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4", "augment=ner"],
 }
 ALL_METHODS = ("setfit_lib", *METHODS)
 
@@ -88,17 +84,19 @@ def kshot_overrides(dataset: str, k: int, seed: int) -> list[str]:
     return [*DATASETS[dataset], f"data.k_shot={k}", f"data.k_shot_seed={seed}", f"seed={seed}", *COMMON]
 
 
+def datamodule(overrides: list[str]) -> tuple[Any, Any]:
+    """(config, datamodule set up for fit and test) exactly as the CLI composes them for ``overrides``."""
+    from bench import compose, train_features
+
+    cfg = compose(overrides)
+    dm = train_features(cfg, overrides)[3]
+    dm.setup("test")
+    return cfg, dm
+
+
 def split_texts(dataset: str, k: int, seed: int) -> dict[str, Any]:
     """The K-shot training texts and the test texts with labels, as our datamodule reads them."""
-    from bench import compose
-    from hydra.utils import instantiate
-
-    from experiments.models.build import load_tokenizer
-
-    cfg = compose(kshot_overrides(dataset, k, seed))
-    dm = instantiate(cfg.data, tokenizer=load_tokenizer(cfg.model.name_or_path), labels=None)
-    dm.setup("fit")
-    dm.setup("test")
+    cfg, dm = datamodule(kshot_overrides(dataset, k, seed))
     labels = dm.labels
     return {"labels": labels,
             "train": [(e.text, labels.index(e.label)) for e in dm.examples["train"]],
@@ -110,15 +108,7 @@ def majority_accuracy(dataset: str) -> float:
     """Test accuracy of always predicting the most frequent class of the whole training split."""
     from collections import Counter
 
-    from bench import compose
-    from hydra.utils import instantiate
-
-    from experiments.models.build import load_tokenizer
-
-    cfg = compose([*DATASETS[dataset], *COMMON])
-    dm = instantiate(cfg.data, tokenizer=load_tokenizer(cfg.model.name_or_path), labels=None)
-    dm.setup("fit")
-    dm.setup("test")
+    _, dm = datamodule([*DATASETS[dataset], *COMMON])
     top = Counter(e.label for e in dm.examples["train"]).most_common(1)[0][0]
     return sum(e.label == top for e in dm.examples["test"]) / len(dm.examples["test"])
 
@@ -214,11 +204,14 @@ def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], res
         recs = [json.loads(p.read_text()) for p in sorted((results_dir / table_name / row).glob("seed*/record.json"))]
         full.append(cell([r["metrics"][METRIC[d]] for r in recs]) + " (all data)" if recs else "not run")
     lines.append("| `full` on the whole training split (make results) | " + " | ".join(full) + " |" + " |" * len(cols))
-    commands = sorted({json.loads(p.read_text())["command"].replace(f"seed={s}", "seed=S")
-                      .replace(f"k_shot_seed={s}", "k_shot_seed=S")
-                       for p in out.glob("*/k*/seed*/*.json") for s in [json.loads(p.read_text()).get("seed")]
-                       if "python -m" in json.loads(p.read_text()).get("command", "") and p.stem in methods
-                       and p.parts[-4] in datasets})
+    commands = set()
+    for path in out.glob("*/k*/seed*/*.json"):
+        if path.stem not in methods or path.parts[-4] not in datasets:
+            continue
+        rec = json.loads(path.read_text())
+        if "python -m" in rec.get("command", ""):  # our runs (the library's record names no command)
+            commands.add(rec["command"].replace(f"seed={rec['seed']}", "seed=S"))
+    commands = sorted(commands)
     lines += ["", "Commands of our runs (S = the seed):", "", *[f"    {c}" for c in commands], "",
               "<!-- /results:fewshot -->"]
     return "\n".join(lines) + "\n"

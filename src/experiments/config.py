@@ -199,14 +199,14 @@ def _without_validation(cfg: DictConfig) -> None:
     nothing to monitor, so early stopping is dropped and the checkpoint keeps the last epoch's weights,
     which test and export then use. Without this, Lightning stops the run at the first epoch end."""
     callbacks = cfg.get("callbacks") or {}
-    dropped = [name for name in ("early_stopping",) if callbacks.get(name)]
-    for name in dropped:
-        callbacks[name] = None
+    stopping = bool(callbacks.get("early_stopping"))
+    if stopping:
+        callbacks.early_stopping = None
     if callbacks.get("model_checkpoint"):
         callbacks.model_checkpoint.monitor = None
     logging.getLogger("experiments").info(
         "trainer.limit_val_batches=0: no validation; %sthe last epoch's weights are tested and exported",
-        f"{', '.join(dropped)} off, " if dropped else "")
+        "early_stopping off, " if stopping else "")
 
 
 def single_log_stream() -> None:

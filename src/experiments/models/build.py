@@ -11,9 +11,11 @@ transformers' retry loop. ``trust_remote_code`` is passed only when the user set
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -204,10 +206,8 @@ def build_model(
         model = _quiet_from_pretrained(auto, name_or_path, kwargs)
     except OSError as err:
         raise ModelLoadError(f"cannot load {name_or_path!r}: {err}. {_WAYS_OUT}") from err
-    if head == "encoder" and getattr(model, "pooler", None) is not None:
-        # Encoder heads mean-pool the token states: the [CLS] pooler gets no gradient (DDP would refuse the
-        # unused parameters), so it stays frozen and is exported with its pretrained weights.
-        model.pooler.requires_grad_(False)
+    if head == "encoder":
+        _freeze_pooler(model)
     if new_head and head != "encoder":
         reset_head(model)
     if adapter is not None:
@@ -230,19 +230,11 @@ def _cloze_model(name_or_path: str, head: Head, labels: list[str], pet: Any, kwa
         raise ConfigError("finetune=pet is cloze classification of sentences (task=text_classification, "
                           f"support_intent, financial_sentiment); model.head={head} cannot use it")
     mlm_kwargs = {k: v for k, v in kwargs.items() if k not in ("num_labels", "problem_type")}
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # a missing MLM head is reported below in one line, not by a load report
-    hf_logging.disable_progress_bar()
     try:
-        mlm, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True, **mlm_kwargs)
+        with _quiet_transformers():  # a missing MLM head is reported below in one line, not by a load report
+            mlm, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True, **mlm_kwargs)
     except OSError as err:
         raise ModelLoadError(f"cannot load {name_or_path!r}: {err}. {_WAYS_OUT}") from err
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
     missing = [k for k in info.get("missing_keys") or [] if k.startswith(("cls.", "lm_head", "vocab_"))]
     if missing:
         raise ConfigError(f"{name_or_path} has no masked-LM head ({', '.join(sorted(missing)[:3])} missing): "
@@ -283,11 +275,33 @@ def _setfit_model(name_or_path: str, head: Head, labels: list[str], setfit: Any,
         encoder = _quiet_from_pretrained(AutoModel, name_or_path, enc_kwargs)
         model = SetFitClassifier(encoder, len(labels), normalize=setfit.normalize, multi_label=multi_label,
                                  head_c=setfit.head_c, head_max_iter=setfit.head_max_iter)
-    if getattr(model.encoder, "pooler", None) is not None:
-        model.encoder.pooler.requires_grad_(False)  # mean pooling: the [CLS] pooler gets no gradient
+    _freeze_pooler(model.encoder)
     model.encoder.config.id2label = dict(enumerate(labels))
     model.encoder.config.label2id = {label: i for i, label in enumerate(labels)}
     return model
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' console output (load reports, progress bars) off for the block, restored after it."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _freeze_pooler(encoder: nn.Module) -> None:
+    """Mean-pooling heads leave BERT's [CLS] pooler without gradient (DDP would refuse the unused
+    parameters): it stays frozen and is exported with its pretrained weights."""
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler.requires_grad_(False)
 
 
 def _quiet_from_pretrained(auto, name_or_path: str, kwargs: dict) -> nn.Module:
@@ -295,19 +309,8 @@ def _quiet_from_pretrained(auto, name_or_path: str, kwargs: dict) -> nn.Module:
     says (a new head, unused checkpoint weights) is logged as one line at INFO (the run's log file)."""
     import logging
 
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
+    with _quiet_transformers():
         model, info = auto.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-        if bars:
-            hf_logging.enable_progress_bar()
     new = sorted(info.get("missing_keys") or [])
     unused = sorted(info.get("unexpected_keys") or [])
     logging.getLogger("experiments").info(

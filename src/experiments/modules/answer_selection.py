@@ -28,7 +28,8 @@ from torch import Tensor
 
 from experiments.errors import ConfigError
 from experiments.evaluation import AnswerData, EvaluationResult
-from experiments.modules.base import EncoderModule, mean_pool
+from experiments.models.pooling import mean_pool
+from experiments.modules.base import EncoderModule
 from experiments.tasks.recommendation.answer_metrics import ANSWER_METRICS, answer_selection_metrics, report
 
 _SPLIT = {"val": "validation", "test": "test"}

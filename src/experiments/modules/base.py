@@ -18,8 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from experiments.models.pooling import mean_pool  # noqa: F401  (the families' sentence embeddings)
-
 # Batch keys that are bookkeeping, not model inputs.
 META_KEYS = frozenset({"labels", "example_id", "word_index"})
 

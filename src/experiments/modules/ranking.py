@@ -34,7 +34,8 @@ from torch import Tensor
 
 from experiments.errors import ConfigError
 from experiments.evaluation import ClickData, EvaluationResult
-from experiments.modules.base import EncoderModule, mean_pool
+from experiments.models.pooling import mean_pool
+from experiments.modules.base import EncoderModule
 from experiments.tasks.recommendation.metrics import METRICS, ranking_metrics, ranks_from_scores, report
 
 ARCHITECTURES = ("cross_encoder", "two_tower")

@@ -38,13 +38,22 @@ def _need(value: str | None, key: str) -> str:
 
 class Source:
     """What every source provides (see the module docstring). ``handles_oos``: the corpus marks its own
-    out-of-scope examples (CLINC150), so the datamodule's ``oos`` filter is not applied on top."""
+    out-of-scope examples (CLINC150), so the datamodule's ``oos`` filter is not applied on top.
+    ``single_origin``: every split is read or carved from one place, :meth:`origin`."""
 
     handles_oos = False
+    single_origin = False
+
+    def origin(self, dm: TextClassificationDataModule) -> str | None:
+        """Where the splits come from: the train file (sources with a ``data_dir``: that folder without one)."""
+        return dm.files["train"] or getattr(self, "data_dir", None)
 
     def plan(self, dm: TextClassificationDataModule) -> None:
         """Set, in ``dm.files``, the file each split is read or carved from (``train``/``validation``/``test``)."""
-        if not dm.files["validation"]:
+        if self.single_origin:
+            origin = self.origin(dm)
+            dm.files.update(train=origin, validation=origin, test=origin)
+        elif not dm.files["validation"]:
             dm.files["validation"] = dm.files["train"]
 
     def read(self, dm: TextClassificationDataModule) -> None:
@@ -81,9 +90,7 @@ class PhraseBank(Source):
     agreement: str = "all"
     data_dir: str | None = None
 
-    def plan(self, dm: TextClassificationDataModule) -> None:
-        origin = dm.files["train"] or self.data_dir
-        dm.files.update(train=origin, validation=origin, test=origin)
+    single_origin = True
 
     def read(self, dm: TextClassificationDataModule) -> None:
         path = str(dm.given["train"] or readers.phrasebank_file(_need(self.data_dir, "source.data_dir"),
@@ -109,9 +116,7 @@ class FiQA(Source):
             raise ConfigError(f"data.source.parts must be headline and/or post; got {parts}")
         self.parts = parts
 
-    def plan(self, dm: TextClassificationDataModule) -> None:
-        origin = dm.files["train"] or self.data_dir
-        dm.files.update(train=origin, validation=origin, test=origin)
+    single_origin = True
 
     def read(self, dm: TextClassificationDataModule) -> None:
         base = Path(_need(self.data_dir, "source.data_dir"))
@@ -144,8 +149,7 @@ class Clinc150(Source):
 
     handles_oos = True
 
-    def plan(self, dm: TextClassificationDataModule) -> None:
-        dm.files.update(validation=dm.files["train"], test=dm.files["train"])
+    single_origin = True
 
     def read(self, dm: TextClassificationDataModule) -> None:
         dm.examples.update(readers.read_clinc150(_need(dm.files["train"], "train_file"), oos=dm.oos or "class"))
@@ -162,8 +166,7 @@ class Bitext(Source):
         if self.label not in ("intent", "category"):
             raise ConfigError(f"data.source.label must be intent or category; got {self.label!r}")
 
-    def plan(self, dm: TextClassificationDataModule) -> None:
-        dm.files.update(validation=dm.files["train"], test=dm.files["train"])
+    single_origin = True
 
     def read(self, dm: TextClassificationDataModule) -> None:
         path = _need(dm.files["train"], "train_file")
