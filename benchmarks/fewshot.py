@@ -50,7 +50,7 @@ DATASETS: dict[str, list[str]] = {
     "conll": ["experiment=ner_conll2003_minilm"],
 }
 # SetFit's pairs grow with the number of examples: 2 * num_iterations * N. banking77 at K=8 is 616 examples,
-# 24,640 pairs at the paper's 20 (about 25 min per run on 2 cores, each implementation): cut to 5 there,
+# 24,640 pairs at the paper's 20 (4x the pairs of a 200 s run at 5, per implementation): cut to 5 there,
 # for the library and ours alike.
 ITERATIONS = {"phrasebank": 20, "banking77": 5}
 NER = {"conll"}  # K counts mentions per entity type; entity-level F1; only the NER methods apply
