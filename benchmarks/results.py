@@ -9,7 +9,8 @@ For every table of the queue, every row (a strategy, a model...) and every seed,
 it ends, ``record.json`` beside the run folder records: the run's ``test/`` metrics, wall time, time per
 epoch (fit time / epochs), peak RSS, trainable and total parameters, the command and the machine (CPU
 model and flags, torch and transformers versions). A row whose ``record.json`` exists is not run again,
-so an interrupted queue resumes where it stopped. ``--plan`` prints what would run and, from the records
+so an interrupted queue resumes where it stopped; a run whose command another table already recorded is
+not trained twice (its record is copied, naming where from). ``--plan`` prints what would run and, from the records
 already there, an estimate of the time left.
 
 Each table is written into ``--docs`` between ``<!-- results:<table> -->`` and ``<!-- /results:<table> -->``
@@ -57,6 +58,9 @@ def machine() -> dict[str, str]:
 def load_queue(path: Path) -> dict[str, Any]:
     """The queue YAML: ``tables: {name: {title, protocol, metrics: [...], rows: {row: {overrides, seeds}}}}``.
 
+    A row may name a pinned experiment (``baseline: <experiment>``): the table then shows that experiment's
+    published number and our mean minus it, on the baseline's metric.
+
     Raises:
         SystemExit: the file is missing or a table lacks ``metrics`` or ``rows``.
     """
@@ -90,10 +94,35 @@ def record_path(out: Path, table: str, row: str, seed: int) -> Path:
     return out / table / row / f"seed{seed}" / "record.json"
 
 
+def same_run(out: Path, overrides: list[str], seed: int) -> dict[str, Any] | None:
+    """A record of another table made by the same command (same overrides in any order, same seed), if any.
+
+    A pinned baseline twin and a strategy row that is the experiment's default run are one run, not two.
+    """
+    want = sorted(overrides)
+    for path in sorted(out.glob("*/*/seed*/record.json")):
+        rec = json.loads(path.read_text())
+        made = rec.get("overrides") or [a for a in rec["command"].split()[3:] if not a.startswith("seed=")]
+        if rec.get("seed") == seed and sorted(made) == want and not rec.get("reused_from"):
+            return rec
+    return None
+
+
 def run_one(out: Path, table: str, row: str, seed: int, overrides: list[str], env: dict[str, str] | None = None
             ) -> dict[str, Any]:
-    """Run one queue entry and write its ``record.json`` (atomically); returns the record."""
+    """Run one queue entry and write its ``record.json`` (atomically); returns the record.
+
+    When another table already recorded the same command, its record is copied (``reused_from`` names it)
+    instead of training again.
+    """
     from experiments import reporting
+
+    earlier = same_run(out, overrides, seed)
+    if earlier is not None:
+        record = {**earlier, "table": table, "row": row, "reused_from": f"{earlier['table']}/{earlier['row']}"}
+        print(f"= {table}/{row} seed {seed}: the run of {record['reused_from']} (same command)", flush=True)
+        reporting.write_json(record_path(out, table, row, seed), record)
+        return record
 
     run_dir = record_path(out, table, row, seed).parent / "run"
     args = [*overrides, f"seed={seed}", f"hydra.run.dir={run_dir}"]
@@ -106,6 +135,7 @@ def run_one(out: Path, table: str, row: str, seed: int, overrides: list[str], en
     epochs = m.get("train/epochs") or 0
     record = {
         "table": table, "row": row, "seed": seed, "command": "python -m experiments " + " ".join(args[:-1]),
+        "overrides": list(overrides),
         "metrics": {k: v for k, v in m.items() if k.startswith("test/") and isinstance(v, int | float)},
         "wall_s": round(wall, 1), "fit_s": m.get("train/fit_time_s"),
         "epoch_s": round(m["train/fit_time_s"] / epochs, 1) if epochs and m.get("train/fit_time_s") else None,
@@ -138,19 +168,31 @@ def table_markdown(name: str, table: dict[str, Any], records: dict[str, list[dic
                        f"transformers {r['machine']['transformers']})" for rs in records.values() for r in rs})
     if machines:
         lines += ["Machine: " + "; ".join(machines) + ".", ""]
-    lines += ["| row | seeds | " + " | ".join(metrics) + " | time per epoch (s) | wall (s) | peak RSS (MiB) | "
-              "trainable params |", "| --- " * (len(metrics) + 6) + "|"]
+    baselines = {row: published(spec["baseline"]) for row, spec in table["rows"].items() if spec.get("baseline")}
+    extra = ["published", "ours − published"] if baselines else []
+    lines += ["| row | seeds | " + " | ".join(metrics + extra) + " | time per epoch (s) | wall (s) | peak RSS (MiB) | "
+              "trainable params |", "| --- " * (len(metrics) + len(extra) + 6) + "|"]
     for row in table["rows"]:
         rs = sorted(records.get(row, []), key=lambda r: r["seed"])
         if not rs:
-            lines.append(f"| {row} | not run yet | " + " | ".join("–" for _ in metrics) + " | – | – | – | – |")
+            lines.append(f"| {row} | not run yet | " + " | ".join("–" for _ in metrics + extra) + " | – | – | – | – |")
             continue
         cells = [_mean_std([r["metrics"][k] for r in rs if k in r["metrics"]]) for k in metrics]
+        if extra:
+            cells += _against(baselines.get(row), rs)
         epoch = [r["epoch_s"] for r in rs if r.get("epoch_s")]
         rss = [r["peak_rss_mib"] for r in rs if r.get("peak_rss_mib")]
         lines.append(f"| {row} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells)
                      + f" | {statistics.mean(epoch):.0f} | {statistics.mean(r['wall_s'] for r in rs):.0f} | "
                      + (f"{max(rss):.0f}" if rss else "–") + f" | {_count(rs[0].get('trainable_params'))} |")
+    if baselines:
+        lines += ["", "Published numbers (the experiment's `baseline:` node): "
+                  + "; ".join(f"{row}: {b['published']} {b['metric']}, {b['source']}" for row, b in baselines.items())
+                  + "."]
+    reused = sorted({f"{row} ← {r['reused_from']}" for row in table["rows"] for r in records.get(row, [])
+                     if r.get("reused_from")})
+    if reused:
+        lines += ["", "Same command as another table's row, so the same run: " + ", ".join(reused) + "."]
     commands = [f"    {next(iter(sorted(records[row], key=lambda r: r['seed'])))['command']}"
                 for row in table["rows"] if records.get(row)]
     if commands:
@@ -161,6 +203,22 @@ def table_markdown(name: str, table: dict[str, Any], records: dict[str, list[dic
     return "\n".join(lines) + "\n"
 
 
+def published(experiment: str) -> dict[str, Any]:
+    """The ``baseline:`` node (published, metric, source) of ``conf/experiment/<experiment>.yaml``."""
+    from experiments.baselines import load_baseline
+
+    return load_baseline(experiment)
+
+
+def _against(baseline: dict[str, Any] | None, rs: list[dict]) -> list[str]:
+    """The published number and our mean minus it, on the baseline's own metric (``–`` without one)."""
+    if baseline is None:
+        return ["–", "–"]
+    ours = [r["metrics"][baseline["metric"]] for r in rs if baseline["metric"] in r["metrics"]]
+    diff = f"{statistics.mean(ours) - float(baseline['published']):+.4f}" if ours else "–"
+    return [f"{float(baseline['published']):.4f} ({baseline['metric']})", diff]
+
+
 def plot(name: str, table: dict[str, Any], records: dict[str, list[dict]], path: Path) -> Path | None:
     """Mean with error bars (sample std) of the table's first metric per row, as a PNG (atomic)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -169,7 +227,7 @@ def plot(name: str, table: dict[str, Any], records: dict[str, list[dict]], path:
     from experiments import reporting
 
     metric = table["metrics"][0]
-    rows = [r for r in table["rows"] if records.get(r)]
+    rows = [r for r in table["rows"] if any(metric in x["metrics"] for x in records.get(r, []))]
     if not rows:
         return None
     values = [[x["metrics"][metric] for x in records[r] if metric in x["metrics"]] for r in rows]
@@ -234,7 +292,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, int]]:
         estimate = sum(per_row.get((n, row), 0.0) for n, row, _, _ in todo)
         unknown_rows = sorted({f"{n}/{row}" for n, row, _, _ in todo if (n, row) not in per_row})
         for n, row, seed, overrides in todo:
-            print(f"{n}/{row} seed {seed}: {' '.join(overrides)}")
+            earlier = same_run(out, overrides, seed)
+            print(f"{n}/{row} seed {seed}: {' '.join(overrides)}"
+                  + (f" (the run of {earlier['table']}/{earlier['row']}: nothing to train)" if earlier else ""))
         print(f"{len(todo)} runs left; about {estimate / 60:.0f} min for the rows already measured"
               + (f"; not measured yet: {', '.join(unknown_rows)}" if unknown_rows else ""))
         return []
@@ -242,8 +302,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, int]]:
     if not args.tables_only:
         for n, row, seed, overrides in todo:
             prepare(queue["tables"][n])
-            run_one(out, n, row, seed, overrides)
-            ran.append((n, row, seed))
+            if not run_one(out, n, row, seed, overrides).get("reused_from"):
+                ran.append((n, row, seed))
     write_docs(args.docs, queue, out, names)
     print(f"tables written to {args.docs}")
     return ran
