@@ -166,6 +166,9 @@ class FeaturesDataModule(L.LightningDataModule):
         eval_batch_size: batch size for validation/test/predict (default: ``batch_size``).
         max_length: maximum sequence length in sub-tokens, special tokens included.
         group_by_length: length-grouped shuffling of training batches.
+        max_tokens_per_batch: training batches by a token budget instead of ``batch_size``
+            (:class:`~experiments.tasks.sampling.TokenBudgetSampler`: examples x longest example at most
+            this many tokens); ``None``: ``batch_size`` examples per batch.
         pad_to_multiple_of: pad each batch to a multiple of this (e.g. 8 for tensor cores).
         num_workers: DataLoader worker processes.
         cache_dir: folder of the tokenized-feature cache (a second run on the same files, tokenizer and
@@ -182,7 +185,7 @@ class FeaturesDataModule(L.LightningDataModule):
             (the variant of example ``i`` in epoch ``e`` from ``RandomState([seed, e, i])``); ``None``: off.
 
     Raises:
-        ConfigError: ``k_shot`` or ``k_shot_dev`` is not a positive integer (or null).
+        ConfigError: ``k_shot``, ``k_shot_dev`` or ``max_tokens_per_batch`` is not a positive integer (or null).
     """
 
     def __init__(
@@ -193,6 +196,7 @@ class FeaturesDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         max_length: int = 128,
         group_by_length: bool = True,
+        max_tokens_per_batch: int | None = None,
         pad_to_multiple_of: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
@@ -221,6 +225,12 @@ class FeaturesDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_length = max_length
         self.group_by_length = group_by_length
+        if max_tokens_per_batch is not None and (isinstance(max_tokens_per_batch, bool)
+                                                 or not isinstance(max_tokens_per_batch, int)
+                                                 or max_tokens_per_batch < 1):
+            raise ConfigError(f"data.max_tokens_per_batch must be null or a positive integer; "
+                              f"got {max_tokens_per_batch!r}")
+        self.max_tokens_per_batch = max_tokens_per_batch
         self.pad_to_multiple_of = pad_to_multiple_of
         self.num_workers = num_workers
         self.features: dict[str, list[dict]] = {}
@@ -271,7 +281,13 @@ class FeaturesDataModule(L.LightningDataModule):
         """Training: :class:`~experiments.tasks.sampling.TrainSampler` in a resumable loader (order from
         ``(seed, epoch)``, saved position). Validation/test: each rank's unpadded share, so that every
         example is evaluated exactly once under DDP. Predict: Lightning's default (unpadded) handling."""
-        from experiments.tasks.sampling import EpochFeatures, EvalSampler, ResumableDataLoader, TrainSampler
+        from experiments.tasks.sampling import (
+            EpochFeatures,
+            EvalSampler,
+            ResumableDataLoader,
+            TokenBudgetSampler,
+            TrainSampler,
+        )
 
         if split not in self.features:
             raise ValueError(f"no {split} data: set data.{split}_file")
@@ -284,8 +300,15 @@ class FeaturesDataModule(L.LightningDataModule):
         common = {"batch_size": batch_size, "collate_fn": self.collate, "num_workers": self.num_workers,
                   "persistent_workers": self.num_workers > 0, "generator": torch.Generator()}
         if shuffle:
-            sampler = TrainSampler(self.train_lengths(), batch_size, seed=self.seed,
-                                   group_by_length=self.group_by_length, num_replicas=world, rank=rank)
+            if self.max_tokens_per_batch:
+                sampler = TokenBudgetSampler(self.train_lengths(), self.max_tokens_per_batch, seed=self.seed,
+                                             num_replicas=world, rank=rank, pad_to_multiple_of=self.pad_to_multiple_of)
+                common["batch_size"] = None  # the sampler yields whole batches
+                log.info("token-budget batches: %d per epoch of at most %d tokens (%.1f examples on average)",
+                         sampler.num_batches, self.max_tokens_per_batch, len(data) / max(sampler.num_batches, 1))
+            else:
+                sampler = TrainSampler(self.train_lengths(), batch_size, seed=self.seed,
+                                       group_by_length=self.group_by_length, num_replicas=world, rank=rank)
             # Workers restart every epoch so that they see its number (EpochFeatures).
             loader = ResumableDataLoader(EpochFeatures(data), sampler=sampler,
                                          **{**common, "collate_fn": self.train_collate, "persistent_workers": False})

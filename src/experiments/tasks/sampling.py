@@ -8,6 +8,9 @@ gets the same number of examples, which counts those examples twice in the score
 * :class:`TrainSampler`: the permutation of an epoch depends only on ``(seed, epoch)`` (length-grouped
   as in HF Trainer's ``group_by_length``, or a plain shuffle), then each rank takes its share (padded
   so that ranks run the same number of steps, as ``DistributedSampler`` does).
+* :class:`TokenBudgetSampler`: ``data.max_tokens_per_batch``: batches of varying size whose padded
+  size (examples x longest example) stays within a token budget, as fairseq's ``--max-tokens``; short
+  texts make large batches, long ones small, so the work per step is even and padding is near zero.
 * :class:`EvalSampler`: rank ``r`` of ``R`` reads examples ``r, r+R, ...`` in order, without padding:
   over all ranks every example is evaluated exactly once.
 * :class:`ResumableDataLoader`: a DataLoader with ``state_dict``/``load_state_dict`` (Lightning saves
@@ -85,6 +88,66 @@ class TrainSampler(DistributedSampler):
         return self.num_samples
 
 
+class TokenBudgetSampler(TrainSampler):
+    """Training batches (lists of indices) of at most ``max_tokens`` padded tokens each.
+
+    For epoch ``e``: the examples in a ``(seed, e)`` shuffle, stable-sorted by length (longest first, so
+    equal lengths are in random order), cut greedily into batches where ``n * longest <= max_tokens``
+    (``longest`` rounded up to ``pad_to_multiple_of``), and the batches in a second ``(seed, e)`` shuffle.
+    The cut depends only on the sorted lengths, so every epoch has the same number of batches (the
+    scheduler's step count holds). Under DDP each rank takes batches ``rank, rank + R, ...`` of the list
+    padded, by repeating its first batches, to a multiple of ``R``. The sampler yields one list per batch:
+    use it with ``batch_size=None`` and a collate that takes the list (:class:`EpochFeatures` accepts one).
+
+    Args:
+        lengths: sequence length of every example, in tokens.
+        max_tokens: the budget; at least the longest example (after rounding).
+        seed, num_replicas, rank: as :class:`TrainSampler`.
+        pad_to_multiple_of: the collate's padding multiple (None: none).
+
+    Raises:
+        ConfigError: ``max_tokens`` is below the longest example.
+    """
+
+    def __init__(self, lengths: Sequence[int], max_tokens: int, *, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0, pad_to_multiple_of: int | None = None):
+        super().__init__(lengths, 1, seed=seed, group_by_length=False, num_replicas=num_replicas, rank=rank)
+        from experiments.errors import ConfigError
+
+        self.multiple = pad_to_multiple_of or 1
+        self.max_tokens = int(max_tokens)
+        longest = max((self._padded(n) for n in self.lengths), default=0)
+        if longest > self.max_tokens:
+            raise ConfigError(f"data.max_tokens_per_batch={max_tokens} is below the longest training example "
+                              f"({longest} tokens): raise it to at least {longest}")
+        self.num_batches = len(self.batches(0))
+        self.num_samples = math.ceil(self.num_batches / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+
+    def _padded(self, n: int) -> int:
+        return -(-n // self.multiple) * self.multiple
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """All batches of ``epoch`` in their training order (before the split over ranks)."""
+        g = torch.Generator()
+        g.manual_seed(self.seed + epoch)
+        order = sorted(torch.randperm(len(self.lengths), generator=g).tolist(), key=lambda i: -self.lengths[i])
+        out: list[list[int]] = []
+        for i in order:  # longest first: the first example of a batch sets its padded length
+            if out and (len(out[-1]) + 1) * self._padded(self.lengths[out[-1][0]]) <= self.max_tokens:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return [out[j] for j in torch.randperm(len(out), generator=g).tolist()]
+
+    def shard(self, epoch: int) -> list[list[int]]:  # type: ignore[override]
+        """This rank's batches of ``epoch``, the list padded (repeating the first ones) to ``total_size``."""
+        batches = self.batches(epoch)
+        if batches and len(batches) < self.total_size:
+            batches += (batches * math.ceil(self.total_size / len(batches)))[: self.total_size - len(batches)]
+        return batches[self.rank : self.total_size : self.num_replicas]
+
+
 class EvalSampler(DistributedSampler):
     """Evaluation order of one rank: examples ``rank, rank + R, ...`` in file order, never padded."""
 
@@ -113,7 +176,9 @@ class EpochFeatures(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, i: int) -> tuple[Any, int]:
+    def __getitem__(self, i: int | list[int]) -> tuple[Any, int] | list[tuple[Any, int]]:
+        if isinstance(i, list):  # a whole batch (TokenBudgetSampler)
+            return [(self.data[j], self.epoch) for j in i]
         return self.data[i], self.epoch
 
 
@@ -147,7 +212,7 @@ class ResumableDataLoader(DataLoader):
         start = 0
         if self._resume is not None and sampler is not None and self._resume["epoch"] == epoch:
             start = min(self._resume["batches"], len(self))
-            sampler.skip = start * self.batch_size
+            sampler.skip = start * (self.batch_size or 1)  # batch_size None: the sampler yields batches
             if start:
                 log.info("resuming epoch %d at batch %d of %d", epoch, start, len(self))
         self._resume = None
