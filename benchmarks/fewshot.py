@@ -179,10 +179,11 @@ def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], res
             for k in (sorted(int(q.name[1:]) for q in (out / d).glob("k*") if q.name[1:].isdigit()) or ks)]
     lines = ["<!-- results:fewshot -->", "### Few-shot: the setfit library against our recipes, MiniLM", "",
              (__doc__ or "").split("\n\n")[2].replace("\n", " ").strip(), "",
+             (__doc__ or "").split("\n\n")[3].strip().replace("``", "`"), "",
              "Test accuracy (CoNLL: entity-level F1), mean ± sample std over K-shot draws (seed = k_shot_seed = "
              "training seed), and mean wall time per run in seconds (process launch to exit, test included). "
              "\"–\": not run.", "",
-             f"Machine: {machine()['cpu']} (flags: {machine()['flags']}).", "",
+             "Machine: {cpu} (flags: {flags}; torch {torch}, transformers {transformers}).".format(**machine()), "",
              "| method | " + " | ".join(f"{d} K={k}" for d, k in cols) + " | " +
              " | ".join(f"{d} K={k} wall (s)" for d, k in cols) + " |",
              "| --- " * (1 + 2 * len(cols)) + "|"]

@@ -295,7 +295,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, int]]:
             earlier = same_run(out, overrides, seed)
             print(f"{n}/{row} seed {seed}: {' '.join(overrides)}"
                   + (f" (the run of {earlier['table']}/{earlier['row']}: nothing to train)" if earlier else ""))
-        print(f"{len(todo)} runs left; about {estimate / 60:.0f} min for the rows already measured"
+        measured = [r for r in {(n, row) for n, row, _, _ in todo} if r in per_row]
+        print(f"{len(todo)} runs left; "
+              + (f"about {estimate / 60:.0f} min for the rows measured before" if measured else "no time estimate yet")
               + (f"; not measured yet: {', '.join(unknown_rows)}" if unknown_rows else ""))
         return []
     ran = []
