@@ -168,7 +168,9 @@ def table_markdown(name: str, table: dict[str, Any], records: dict[str, list[dic
                        f"transformers {r['machine']['transformers']})" for rs in records.values() for r in rs})
     if machines:
         lines += ["Machine: " + "; ".join(machines) + ".", ""]
-    baselines = {row: published(spec["baseline"]) for row, spec in table["rows"].items() if spec.get("baseline")}
+    from experiments.baselines import load_baseline  # the baseline: node (published, metric, source)
+
+    baselines = {row: load_baseline(spec["baseline"]) for row, spec in table["rows"].items() if spec.get("baseline")}
     extra = ["published", "ours − published"] if baselines else []
     lines += ["| row | seeds | " + " | ".join(metrics + extra) + " | time per epoch (s) | wall (s) | peak RSS (MiB) | "
               "trainable params |", "| --- " * (len(metrics) + len(extra) + 6) + "|"]
@@ -201,13 +203,6 @@ def table_markdown(name: str, table: dict[str, Any], records: dict[str, list[dic
         lines += ["", f"![{name}]({image})"]
     lines += ["", f"<!-- /results:{name} -->"]
     return "\n".join(lines) + "\n"
-
-
-def published(experiment: str) -> dict[str, Any]:
-    """The ``baseline:`` node (published, metric, source) of ``conf/experiment/<experiment>.yaml``."""
-    from experiments.baselines import load_baseline
-
-    return load_baseline(experiment)
 
 
 def _against(baseline: dict[str, Any] | None, rs: list[dict]) -> list[str]:
@@ -295,7 +290,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, int]]:
             earlier = same_run(out, overrides, seed)
             print(f"{n}/{row} seed {seed}: {' '.join(overrides)}"
                   + (f" (the run of {earlier['table']}/{earlier['row']}: nothing to train)" if earlier else ""))
-        measured = [r for r in {(n, row) for n, row, _, _ in todo} if r in per_row]
+        measured = any((n, row) in per_row for n, row, _, _ in todo)
         print(f"{len(todo)} runs left; "
               + (f"about {estimate / 60:.0f} min for the rows measured before" if measured else "no time estimate yet")
               + (f"; not measured yet: {', '.join(unknown_rows)}" if unknown_rows else ""))

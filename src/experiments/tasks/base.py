@@ -209,7 +209,8 @@ class FeaturesDataModule(L.LightningDataModule):
         super().__init__()
         from experiments.errors import ConfigError
 
-        for key, value in (("k_shot", k_shot), ("k_shot_dev", k_shot_dev)):
+        for key, value in (("k_shot", k_shot), ("k_shot_dev", k_shot_dev),
+                           ("max_tokens_per_batch", max_tokens_per_batch)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"data.{key} must be null or a positive integer; got {value!r}")
         if k_shot_dev is not None and k_shot is None:
@@ -225,11 +226,6 @@ class FeaturesDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_length = max_length
         self.group_by_length = group_by_length
-        if max_tokens_per_batch is not None and (isinstance(max_tokens_per_batch, bool)
-                                                 or not isinstance(max_tokens_per_batch, int)
-                                                 or max_tokens_per_batch < 1):
-            raise ConfigError(f"data.max_tokens_per_batch must be null or a positive integer; "
-                              f"got {max_tokens_per_batch!r}")
         self.max_tokens_per_batch = max_tokens_per_batch
         self.pad_to_multiple_of = pad_to_multiple_of
         self.num_workers = num_workers

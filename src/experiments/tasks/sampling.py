@@ -140,12 +140,9 @@ class TokenBudgetSampler(TrainSampler):
                 out.append([i])
         return [out[j] for j in torch.randperm(len(out), generator=g).tolist()]
 
-    def shard(self, epoch: int) -> list[list[int]]:  # type: ignore[override]
-        """This rank's batches of ``epoch``, the list padded (repeating the first ones) to ``total_size``."""
-        batches = self.batches(epoch)
-        if batches and len(batches) < self.total_size:
-            batches += (batches * math.ceil(self.total_size / len(batches)))[: self.total_size - len(batches)]
-        return batches[self.rank : self.total_size : self.num_replicas]
+    def permutation(self, epoch: int) -> list[list[int]]:  # type: ignore[override]
+        """The items :meth:`TrainSampler.shard` splits over the ranks: this sampler's batches."""
+        return self.batches(epoch)
 
 
 class EvalSampler(DistributedSampler):
