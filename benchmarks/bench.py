@@ -12,7 +12,9 @@ so every runner sees the same texts, truncation and labels):
 * ``hf_default``: ``transformers.Trainer`` as ``run_glue.py``/``run_ner.py`` run it by default (padding
   to ``max_length``, fp32, default sampler), saving and evaluation off;
 * ``hf_tuned``: ``Trainer`` with dynamic padding, ``train_sampling_strategy="group_by_length"`` and the
-  precision our ``auto`` picks on this machine, saving, evaluation and logging off;
+  precision our ``auto`` picks on this machine, saving, evaluation and logging off; where that is bf16,
+  ``hf_tuned_fp32`` runs the same Trainer in fp32 too, and the ratio ours/tuned is against the faster of
+  the two (the Trainer's bf16 path can be slower than its fp32 one on a CPU where ours is faster in bf16);
 * ``bare``: a plain loop: the same sampler and collator as ours, fused AdamW, linear warmup/decay,
   gradient clipping at 1.0, autocast when the precision is bf16.
 
@@ -47,7 +49,7 @@ CASES: dict[str, list[str]] = {
     "conll_full": ["task=ner", "dataset=conll2003"],
     "conll_lora": ["task=ner", "dataset=conll2003", "finetune=lora"],
 }
-RUNNERS = ("ours", "hf_default", "hf_tuned", "bare")
+RUNNERS = ("ours", "hf_default", "hf_tuned", "hf_tuned_fp32", "bare")
 
 
 # ------------------------------------------------------------------------------------------ shared
@@ -150,7 +152,7 @@ def _model(cfg, labels, dm):
     return instantiate(cfg.model)(labels=labels, adapter=adapter)
 
 
-def worker_hf(case: list[str], total: int, out: Path, tuned: bool) -> None:
+def worker_hf(case: list[str], total: int, out: Path, tuned: bool, precision: str | None = None) -> None:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -188,7 +190,7 @@ def worker_hf(case: list[str], total: int, out: Path, tuned: bool) -> None:
         def on_step_end(self, args, state, control, **kw):
             record["steps"].append({"end": time.time(), **shapes[len(record["steps"])]})
 
-    precision = our_precision() if tuned else "32"
+    precision = precision or (our_precision() if tuned else "32")
     args = TrainingArguments(
         output_dir=str(out / "hf"), per_device_train_batch_size=int(cfg.data.batch_size), max_steps=total,
         learning_rate=float(cfg.optimizer.lr), weight_decay=float(cfg.optimizer.weight_decay),
@@ -285,7 +287,8 @@ def main() -> None:
         elif args.worker == "bare":
             worker_bare(case, args.total, out)
         else:
-            worker_hf(case, args.total, out, tuned=args.worker == "hf_tuned")
+            worker_hf(case, args.total, out, tuned=args.worker.startswith("hf_tuned"),
+                      precision="32" if args.worker in ("hf_default", "hf_tuned_fp32") else None)
         return
 
     from transformers import AutoConfig
@@ -299,26 +302,32 @@ def main() -> None:
     results: dict[str, Any] = {"precision_auto": precision, "matmul_peak_flops": peaks, "cases": {},
                                "ours_overrides": args.ours_overrides, "steps": args.steps, "warmup": args.warmup,
                                "repeats": args.repeats}
+    runners = [r for r in args.runners if not (r == "hf_tuned_fp32" and precision == "32")]  # same as hf_tuned
     for case in args.cases:
         results["cases"][case] = {}
-        for runner in args.runners:
-            runs = []
-            for r in range(args.repeats):
+        runs: dict[str, list[dict[str, Any]]] = {runner: [] for runner in runners}
+        for r in range(args.repeats):  # interleaved, so a slow moment of the machine hits every runner alike
+            for runner in runners:
                 record, launch = run_one(case, runner, args.warmup + args.steps + 1, out / case / f"{runner}_{r}",
                                          args.ours_overrides)
-                runs.append(summarize(record, args.warmup, config, launch))
-            med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
-            run_precision = "32" if runner == "hf_default" else precision
+                runs[runner].append(summarize(record, args.warmup, config, launch))
+        for runner in runners:
+            med = {k: statistics.median(run[k] for run in runs[runner]) for k in runs[runner][0]}
+            med["repeats"] = [round(run["samples_per_s"], 1) for run in runs[runner]]
+            run_precision = "32" if runner in ("hf_default", "hf_tuned_fp32") else precision
             med["mfu"] = med["flops_per_s"] / peaks[run_precision]
             med["precision"] = run_precision
             results["cases"][case][runner] = med
-            print(f"{case:>16} {runner:>10}: {med['samples_per_s']:7.1f} samples/s {med['tokens_per_s']:8.0f} tok/s "
-                  f"MFU {med['mfu']:.3f} RSS {med['peak_rss_mib']:.0f} MiB first step {med['first_step_s']:.1f} s",
-                  flush=True)
+            print(f"{case:>16} {runner:>13}: {med['samples_per_s']:7.1f} samples/s {med['tokens_per_s']:8.0f} tok/s "
+                  f"MFU {med['mfu']:.3f} RSS {med['peak_rss_mib']:.0f} MiB first step {med['first_step_s']:.1f} s "
+                  f"(repeats {med['repeats']})", flush=True)
         row = results["cases"][case]
-        for ref in ("hf_tuned", "hf_default", "bare"):
-            if "ours" in row and ref in row:
-                print(f"{case:>16} ours/{ref}: {row['ours']['samples_per_s'] / row[ref]['samples_per_s']:.2f}")
+        tuned = [row[t] for t in ("hf_tuned", "hf_tuned_fp32") if t in row]
+        refs = {"hf_tuned (the faster precision)": max(tuned, key=lambda m: m["samples_per_s"])} if tuned else {}
+        refs.update({ref: row[ref] for ref in ("hf_default", "bare") if ref in row})
+        for name, ref in refs.items():
+            if "ours" in row:
+                print(f"{case:>16} ours/{name}: {row['ours']['samples_per_s'] / ref['samples_per_s']:.2f}")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     print(markdown(results))

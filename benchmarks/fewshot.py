@@ -165,8 +165,9 @@ def record_file(out: Path, dataset: str, k: int, seed: int, method: str) -> Path
     return out / dataset / f"k{k}" / f"seed{seed}" / f"{method}.json"
 
 
-def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], results_dir: Path) -> str:
-    """The Markdown block of the few-shot table from the records under ``out``."""
+def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], results_dir: Path,
+          block: str = "fewshot") -> str:
+    """The Markdown block ``block`` of the few-shot table from the records under ``out``."""
     from results import machine
 
     def cell(values: list[float]) -> str:
@@ -177,7 +178,8 @@ def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], res
     # Every K run so far for each dataset (the NER column uses its own K), else the K asked for.
     cols = [(d, k) for d in datasets
             for k in (sorted(int(q.name[1:]) for q in (out / d).glob("k*") if q.name[1:].isdigit()) or ks)]
-    lines = ["<!-- results:fewshot -->", "### Few-shot: the setfit library against our recipes, MiniLM", "",
+    title = "### Few-shot: the setfit library against our recipes, MiniLM" + ("" if block == "fewshot" else f" ({block})")
+    lines = [f"<!-- results:{block} -->", title, "",
              (__doc__ or "").split("\n\n")[2].replace("\n", " ").strip(), "",
              (__doc__ or "").split("\n\n")[3].strip().replace("``", "`"), "",
              "Test accuracy (CoNLL: entity-level F1), mean ± sample std over K-shot draws (seed = k_shot_seed = "
@@ -205,7 +207,8 @@ def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], res
     for d, _ in cols:
         table_name, row = FULL_DATA[d]
         recs = [json.loads(p.read_text()) for p in sorted((results_dir / table_name / row).glob("seed*/record.json"))]
-        full.append(cell([r["metrics"][METRIC[d]] for r in recs]) + " (all data)" if recs else "not run")
+        full.append(cell([r["metrics"][METRIC[d]] for r in recs]) + " (all data)" if recs
+                    else f"no record under --results (see the {table_name} table)")
     lines.append("| `full` on the whole training split (make results) | " + " | ".join(full) + " |" + " |" * len(cols))
     commands = set()
     for path in out.glob("*/k*/seed*/*.json"):
@@ -216,7 +219,7 @@ def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], res
             commands.add(rec["command"].replace(f"seed={rec['seed']}", "seed=S"))
     commands = sorted(commands)
     lines += ["", "Commands of our runs (S = the seed):", "", *[f"    {c}" for c in commands], "",
-              "<!-- /results:fewshot -->"]
+              f"<!-- /results:{block} -->"]
     return "\n".join(lines) + "\n"
 
 
@@ -231,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="records of make results (the full-data row)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--tables-only", action="store_true")
+    parser.add_argument("--block", default="fewshot",
+                        help="the docs block to write (another --out, e.g. another machine, gets its own block)")
     parser.add_argument("--setfit-lib-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.setfit_lib_worker:
@@ -260,8 +265,8 @@ def main(argv: list[str] | None = None) -> None:
 
     docs = args.docs
     text = docs.read_text() if docs.is_file() else "# Results\n"
-    reporting.write_text(docs, splice(text, "fewshot", table(out, args.datasets, args.k, args.methods,
-                                                             args.results.resolve())))
+    reporting.write_text(docs, splice(text, args.block, table(out, args.datasets, args.k, args.methods,
+                                                              args.results.resolve(), args.block)))
     print(f"table written to {docs}")
 
 

@@ -90,3 +90,52 @@ def test_bf16_mixed_logits_and_loss_curve_stay_close_to_fp32(tiny_encoder_dir):
     a, b = curve(False), curve(True)
     assert a[-1] < a[0]  # it trains
     assert b == pytest.approx(a, rel=0.02)
+
+
+def _clipped_norms(tiny_encoder_dir, precision: str, clip: float | None) -> tuple[list[float], dict]:
+    """Train 3 steps through Lightning; the total gradient norm each optimizer step sees (after clipping)."""
+    import functools
+
+    import lightning as L
+
+    from experiments.modules.token_classification import TokenClassificationModule
+
+    torch.manual_seed(0)
+    module = TokenClassificationModule(
+        model=_tiny_tagger(tiny_encoder_dir), labels=["O", "B-X", "I-X", "B-Y", "I-Y"],
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, fused="auto"))
+    g = torch.Generator().manual_seed(2)
+    batches = [{"input_ids": torch.randint(5, 60, (4, 12), generator=g),
+                "attention_mask": torch.ones(4, 12, dtype=torch.long),
+                "labels": torch.randint(0, 5, (4, 12), generator=g)} for _ in range(3)]
+    norms: list[float] = []
+    seen: dict = {}
+
+    class Spy(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            opt = trainer.optimizers[0]
+            seen.update(fused=opt.defaults.get("fused"), foreach=opt.defaults.get("foreach"))
+
+            # Lightning runs forward, backward and clipping in the closure inside step(): read after it.
+            def after_step(optimizer, args, kwargs):
+                grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+                norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads])).item())
+            opt.register_step_post_hook(after_step)
+
+    trainer = L.Trainer(accelerator="cpu", precision=precision, gradient_clip_val=clip, max_steps=3, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[Spy()])
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    return norms, seen
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_fused_adamw_gradients_are_clipped_without_a_grad_scaler(tiny_encoder_dir, precision):
+    # bf16 and fp32 run no GradScaler, so the fused AdamW kernel is chosen and Lightning's norm clipping
+    # still runs before each step: every step sees a total norm of at most the clip value.
+    clip = 1e-3
+    free, _ = _clipped_norms(tiny_encoder_dir, precision, None)
+    assert min(free) > 10 * clip  # without clipping the norm is far above it, so the bound below can fail
+    norms, seen = _clipped_norms(tiny_encoder_dir, precision, clip)
+    assert seen["fused"] is True and not seen["foreach"]
+    assert len(norms) == 3 and max(norms) <= clip * 1.01
