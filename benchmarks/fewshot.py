@@ -15,7 +15,9 @@ the last epoch is tested. Methods:
   loss, mean pooling of all-MiniLM-L6-v2's own modules) with ``num_iterations`` 20 (banking77: 5, a cut
   for CPU time: its 77 classes make 2 * 20 * 616 = 24,640 pairs at K=8), 1 epoch, batch 16, body lr 2e-5,
   ``seed``; in its own process, like ours, on the same texts; predicts the test texts.
-* ``setfit``: ``finetune=setfit`` (the same recipe through our training step).
+* ``setfit``: ``finetune=setfit`` (the same recipe through our training step), truncating at 256 tokens
+  like the library's body (sentence-transformers' ``max_seq_length``), not at the experiment's
+  ``data.max_length``.
 * ``full``: ``finetune=full``, 20 epochs, batch 8, lr 1e-4 (fixed, not tuned).
 * ``full_eda``: ``full`` with ``augment=eda`` (random swap and deletion, Wei & Zou 2019).
 * ``lora``: ``finetune=lora`` (r 8), lr 5e-4; ``prompt_tuning``: ``finetune=prompt_tuning`` (20 virtual
@@ -26,7 +28,8 @@ the last epoch is tested. Methods:
 Beside them: the majority class of the full training split, and our full-data score where
 ``make results`` recorded it. Each run's record (accuracy, macro-F1, wall time from process launch to exit)
 is ``<out>/<dataset>/k<K>/seed<seed>/<method>.json``; finished runs are skipped, so the run resumes. The
-table (mean ± sample std over seeds) replaces the ``fewshot`` block of ``docs/results.md``.
+table (mean ± sample std over seeds) replaces the ``fewshot`` block of ``docs/results.md`` (``--block``
+another, for the records of another ``--out``).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ COMMON = ["trainer.limit_val_batches=0", "export.model=false", "trainer.precisio
 FIXED = ["trainer.max_epochs=20", "data.batch_size=8", "module.warmup_ratio=0.1"]
 METHODS: dict[str, list[str]] = {
     "setfit": ["finetune=setfit", "trainer.max_epochs=1", "data.batch_size=16", "optimizer.lr=2.0e-5",
-               "module.warmup_ratio=0.1"],  # + num_iterations of ITERATIONS
+               "module.warmup_ratio=0.1", "data.max_length=256"],  # + num_iterations of ITERATIONS
     "full": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4"],
     "full_eda": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4", "augment=eda"],
     "lora": ["finetune=lora", *FIXED, "optimizer.lr=5.0e-4"],
