@@ -34,6 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import re
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,46 @@ CASES: dict[str, list[str]] = {
     "conll_lora": ["task=ner", "dataset=conll2003", "finetune=lora"],
 }
 RUNNERS = ("ours", "hf_default", "hf_tuned", "hf_tuned_fp32", "bare")
+# Scaling cases: `synthetic_s<S>_b<B>`, sentence classification on generated texts that are all exactly S
+# tokens long after truncation (no padding anywhere), at batch B.
+SYNTHETIC = re.compile(r"synthetic_s(\d+)_b(\d+)")
+WORDS = ("market price share bank loan rate growth report profit loss order account card payment refund "
+         "delivery customer service support team product update change issue answer").split()
+
+
+def case_overrides(name: str) -> list[str]:
+    """The CLI overrides of case ``name`` (:data:`CASES`, or a ``synthetic_s<S>_b<B>`` scaling case).
+
+    Raises:
+        SystemExit: an unknown case name.
+    """
+    if name in CASES:
+        return CASES[name]
+    match = SYNTHETIC.fullmatch(name)
+    if not match:
+        raise SystemExit(f"unknown case {name!r}: one of {', '.join(CASES)} or synthetic_s<S>_b<B>")
+    length, batch = int(match[1]), int(match[2])
+    return ["task=text_classification", f"data.train_file={synthetic_table(length)}", f"data.max_length={length}",
+            f"data.batch_size={batch}"]
+
+
+def synthetic_table(length: int, rows: int = 2000) -> Path:
+    """``outputs/bench/synthetic/s<length>.csv``: ``rows`` texts of ``length + 8`` one-token words (so each
+    truncates to exactly ``length`` tokens with [CLS] and [SEP]) and 4 labels, seeded; written once."""
+    path = ROOT / "outputs" / "bench" / "synthetic" / f"s{length}.csv"
+    if not path.is_file():
+        import csv
+
+        rng = random.Random(length)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["text", "label"])
+            for _ in range(rows):
+                writer.writerow([" ".join(rng.choice(WORDS) for _ in range(length + 8)), f"c{rng.randrange(4)}"])
+        tmp.replace(path)
+    return path
 
 
 # ------------------------------------------------------------------------------------------ shared
@@ -281,7 +323,7 @@ def main() -> None:
                         help="extra overrides for our CLI only (to measure one lever against the default)")
     args = parser.parse_args()
     if args.worker:
-        case, out = CASES[args.case], Path(args.out)
+        case, out = case_overrides(args.case), Path(args.out)
         if args.worker == "ours":
             worker_ours(case, args.total, out, args.ours_overrides)
         elif args.worker == "bare":

@@ -16,18 +16,23 @@ with a message instead of spending hours on NaNs, and must not overwrite good we
 * :class:`NonFiniteLossGuard` (``callbacks.nonfinite``): skips updates with non-finite gradients,
   stops after ``patience`` consecutive non-finite training losses (:class:`NonFiniteLossError`, exit
   code 3) and refuses to write a checkpoint whose weights are not finite.
+* :func:`progress_bar` (``callbacks.progress_bar``): Rich's live bar on a terminal; on anything else (a
+  log file, CI, ``nohup``, a pipe), where a live bar shows nothing until the end, :class:`ProgressLog`
+  lines every N batches and after every validation.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 
 from experiments.errors import ExperimentsError
 from experiments.reporting import atomic_write
@@ -37,7 +42,7 @@ log = logging.getLogger(__name__)
 EXIT_NONFINITE = 3
 
 __all__ = ["AtomicCheckpointIO", "LastCheckpoint", "NonFiniteLossGuard", "NonFiniteLossError", "ValidateBeforeEnd",
-           "EXIT_NONFINITE"]
+           "ProgressLog", "progress_bar", "EXIT_NONFINITE"]
 
 
 class NonFiniteLossError(ExperimentsError):
@@ -260,3 +265,89 @@ class ValidateBeforeEnd(Callback):
             log.info("no validation has run yet: validating once before training ends (global step %d)",
                      trainer.global_step)
             trainer.should_stop = True
+
+
+def progress_bar(style: str = "auto", refresh_rate: int = 1, every_n_steps: int = 50) -> ProgressBar:
+    """The progress display (``callbacks.progress_bar``).
+
+    Args:
+        style: ``rich`` (Lightning's ``RichProgressBar``), ``log`` (:class:`ProgressLog`) or ``auto``:
+            ``rich`` when standard output is a terminal, else ``log``.
+        refresh_rate: the Rich bar's refreshes per second.
+        every_n_steps: training batches between two :class:`ProgressLog` lines.
+
+    Raises:
+        ConfigError: another ``style``.
+    """
+    if style not in ("auto", "rich", "log"):
+        from experiments.errors import ConfigError
+
+        raise ConfigError(f"callbacks.progress_bar.style={style!r}: expected auto, rich or log")
+    if style == "rich" or (style == "auto" and sys.stdout.isatty()):
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        return RichProgressBar(refresh_rate=refresh_rate)
+    return ProgressLog(every_n_steps=every_n_steps)
+
+
+class ProgressLog(ProgressBar):
+    """Progress as ``logging`` lines (logger ``experiments.callbacks``, so also in the run's log file):
+    every ``every_n_steps`` training batches the epoch, the batch, the running ``train/loss`` and the
+    elapsed time; after every validation (not the sanity check) its ``val/...`` metrics; at each epoch
+    end the epoch's wall time. The progress display of Hugging Face's Trainer on a non-terminal console
+    (its ``logging_steps`` lines) is the model.
+
+    Raises:
+        ValueError: ``every_n_steps`` below 1.
+    """
+
+    def __init__(self, every_n_steps: int = 50):
+        super().__init__()
+        if int(every_n_steps) < 1:
+            raise ValueError(f"every_n_steps={every_n_steps}: expected at least 1")
+        self.every_n_steps = int(every_n_steps)
+        self._enabled = True
+        self._start = self._epoch_start = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    def _epoch(self, trainer: Trainer) -> str:
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        return f"epoch {trainer.current_epoch + 1}/{total}"
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self._enabled or (batch_idx + 1) % self.every_n_steps:
+            return
+        total = self.total_train_batches
+        loss = trainer.callback_metrics.get("train/loss_step", trainer.callback_metrics.get("train/loss"))
+        loss_text = f", train/loss {float(loss):.4f}" if loss is not None else ""
+        log.info("%s, batch %d/%s%s, %.0f s", self._epoch(trainer), batch_idx + 1,
+                 total if total != float("inf") else "?", loss_text, time.perf_counter() - self._start)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._enabled or trainer.sanity_checking:
+            return
+        scores = {k: float(v) for k, v in trainer.callback_metrics.items()
+                  if k.startswith("val/") and getattr(v, "numel", lambda: 1)() == 1}
+        if scores:
+            log.info("%s, validation: %s", self._epoch(trainer),
+                     ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items())))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._enabled:
+            log.info("%s done in %.0f s", self._epoch(trainer), time.perf_counter() - self._epoch_start)
