@@ -52,6 +52,7 @@ CASES: dict[str, list[str]] = {
     "conll_lora": ["task=ner", "dataset=conll2003", "finetune=lora"],
 }
 RUNNERS = ("ours", "hf_default", "hf_tuned", "hf_tuned_fp32", "bare")
+FP32_RUNNERS = ("hf_default", "hf_tuned_fp32")  # every other runner trains in the precision auto picks
 # Scaling cases: `synthetic_s<S>_b<B>`, sentence classification on generated texts that are all exactly S
 # tokens long after truncation (no padding anywhere), at batch B.
 SYNTHETIC = re.compile(r"synthetic_s(\d+)_b(\d+)")
@@ -81,16 +82,17 @@ def synthetic_table(length: int, rows: int = 2000) -> Path:
     path = ROOT / "outputs" / "bench" / "synthetic" / f"s{length}.csv"
     if not path.is_file():
         import csv
+        import io
+
+        from experiments import reporting
 
         rng = random.Random(length)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["text", "label"])
-            for _ in range(rows):
-                writer.writerow([" ".join(rng.choice(WORDS) for _ in range(length + 8)), f"c{rng.randrange(4)}"])
-        tmp.replace(path)
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["text", "label"])
+        for _ in range(rows):
+            writer.writerow([" ".join(rng.choice(WORDS) for _ in range(length + 8)), f"c{rng.randrange(4)}"])
+        reporting.write_text(path, text.getvalue())
     return path
 
 
@@ -194,7 +196,7 @@ def _model(cfg, labels, dm):
     return instantiate(cfg.model)(labels=labels, adapter=adapter)
 
 
-def worker_hf(case: list[str], total: int, out: Path, tuned: bool, precision: str | None = None) -> None:
+def worker_hf(case: list[str], total: int, out: Path, tuned: bool, precision: str) -> None:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -232,7 +234,6 @@ def worker_hf(case: list[str], total: int, out: Path, tuned: bool, precision: st
         def on_step_end(self, args, state, control, **kw):
             record["steps"].append({"end": time.time(), **shapes[len(record["steps"])]})
 
-    precision = precision or (our_precision() if tuned else "32")
     args = TrainingArguments(
         output_dir=str(out / "hf"), per_device_train_batch_size=int(cfg.data.batch_size), max_steps=total,
         learning_rate=float(cfg.optimizer.lr), weight_decay=float(cfg.optimizer.weight_decay),
@@ -330,7 +331,7 @@ def main() -> None:
             worker_bare(case, args.total, out)
         else:
             worker_hf(case, args.total, out, tuned=args.worker.startswith("hf_tuned"),
-                      precision="32" if args.worker in ("hf_default", "hf_tuned_fp32") else None)
+                      precision="32" if args.worker in FP32_RUNNERS else our_precision())
         return
 
     from transformers import AutoConfig
@@ -356,7 +357,7 @@ def main() -> None:
         for runner in runners:
             med = {k: statistics.median(run[k] for run in runs[runner]) for k in runs[runner][0]}
             med["repeats"] = [round(run["samples_per_s"], 1) for run in runs[runner]]
-            run_precision = "32" if runner in ("hf_default", "hf_tuned_fp32") else precision
+            run_precision = "32" if runner in FP32_RUNNERS else precision
             med["mfu"] = med["flops_per_s"] / peaks[run_precision]
             med["precision"] = run_precision
             results["cases"][case][runner] = med

@@ -254,12 +254,14 @@ class EncoderModule(L.LightningModule):
         so the gradients are already true gradients and the plugin's base clipping (the same
         ``clip_grad_norm_``/``clip_grad_value_`` Lightning runs under fp32) is exact.
         """
+        from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
         from lightning.pytorch.plugins.precision import MixedPrecision, Precision
         from lightning.pytorch.utilities import GradClipAlgorithmType
 
         plugin = self.trainer.precision_plugin
+        # The same predicate as the guard it steps around (MixedPrecision.clip_gradients).
         if (gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None
-                and getattr(optimizer, "_step_supports_amp_scaling", False)):
+                and _optimizer_handles_unscaling(optimizer)):
             algorithm = GradClipAlgorithmType(gradient_clip_algorithm or "norm")
             Precision.clip_gradients(plugin, optimizer, float(gradient_clip_val), algorithm)
             return
