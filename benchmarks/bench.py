@@ -19,7 +19,10 @@ so every runner sees the same texts, truncation and labels):
   gradient clipping at 1.0, autocast when the precision is bf16.
 
 The first ``warmup`` steps of every process are excluded; samples/s and non-pad tokens/s are over the
-rest, and with ``--repeats`` > 1 the median over repeats is reported. Model FLOP/s counts, per step,
+rest, and with ``--repeats`` > 1 the median over repeats is reported. On data of varied lengths a few
+steps depend on which examples a sampler draws first (the Trainer's length-grouped sampler starts with
+its longest batch and walks down a sorted megabatch); ``--steps epoch`` times one whole epoch after
+the warm-up, the same examples for every runner. Model FLOP/s counts, per step,
 ``6 * N * B * S + 12 * L * H * B * S**2`` (N: non-embedding parameters, B x S: the padded batch,
 L layers, H hidden size; the second term is attention scores and values, Kaplan et al. 2020), the
 same formula for LoRA (an upper bound there: frozen weights get no weight gradient). MFU divides it by
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -131,6 +135,12 @@ def train_features(cfg, overrides: list[str]) -> tuple[Any, list[dict], list[str
     dm = instantiate(cfg.data, tokenizer=tok, labels=None)
     dm.setup("fit")
     return tok, dm.features["train"], dm.labels, dm
+
+
+def epoch_steps(case: str) -> int:
+    """Batches in one epoch of ``case``'s training split (``ceil(N / batch_size)``)."""
+    cfg = compose(case_overrides(case))
+    return math.ceil(len(train_features(cfg, case_overrides(case))[1]) / int(cfg.data.batch_size))
 
 
 def flops_per_step(config: Any, batch: int, seq: int) -> float:
@@ -313,7 +323,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="*", default=["banking77_full", "banking77_lora", "conll_full", "conll_lora"])
     parser.add_argument("--runners", nargs="*", default=list(RUNNERS))
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", default="20",
+                        help="measured steps per run, or 'epoch': one epoch of the case's training split, so that "
+                             "every runner times the same examples whatever order its sampler draws them in")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", default="outputs/bench")
@@ -348,10 +360,11 @@ def main() -> None:
     runners = [r for r in args.runners if not (r == "hf_tuned_fp32" and precision == "32")]  # same as hf_tuned
     for case in args.cases:
         results["cases"][case] = {}
+        steps = epoch_steps(case) if args.steps == "epoch" else int(args.steps)
         runs: dict[str, list[dict[str, Any]]] = {runner: [] for runner in runners}
         for r in range(args.repeats):  # interleaved, so a slow moment of the machine hits every runner alike
             for runner in runners:
-                record, launch = run_one(case, runner, args.warmup + args.steps + 1, out / case / f"{runner}_{r}",
+                record, launch = run_one(case, runner, args.warmup + steps + 1, out / case / f"{runner}_{r}",
                                          args.ours_overrides)
                 runs[runner].append(summarize(record, args.warmup, config, launch))
         for runner in runners:

@@ -19,7 +19,8 @@ the last epoch is tested. Methods:
   like the library's body (sentence-transformers' ``max_seq_length``), not at the experiment's
   ``data.max_length``.
 * ``full``: ``finetune=full``, 20 epochs, batch 8, lr 1e-4 (fixed, not tuned).
-* ``full_eda``: ``full`` with ``augment=eda`` (random swap and deletion, Wei & Zou 2019).
+* ``<method>_eda`` (``setfit``, ``full``, ``lora``, ``prompt_tuning``): the method with ``augment=eda``
+  (random swap and deletion, 0.1 each, Wei & Zou 2019; SetFit: each side of each pair its own variant).
 * ``lora``: ``finetune=lora`` (r 8), lr 5e-4; ``prompt_tuning``: ``finetune=prompt_tuning`` (20 virtual
   tokens), lr 1e-2; otherwise as ``full``.
 * NER (``conll``, K mentions per entity type): ``ner_full`` (as ``full``) and ``ner_mention`` (with
@@ -70,13 +71,14 @@ METHODS: dict[str, list[str]] = {
     "setfit": ["finetune=setfit", "trainer.max_epochs=1", "data.batch_size=16", "optimizer.lr=2.0e-5",
                "module.warmup_ratio=0.1", "data.max_length=256"],  # + num_iterations of ITERATIONS
     "full": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4"],
-    "full_eda": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4", "augment=eda"],
     "lora": ["finetune=lora", *FIXED, "optimizer.lr=5.0e-4"],
     "prompt_tuning": ["finetune=prompt_tuning", *FIXED, "optimizer.lr=1.0e-2"],
     # NER (K mentions per type, Yang & Katiyar 2020): full fine-tuning without and with mention replacement.
     "ner_full": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4"],
     "ner_mention": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4", "augment=ner"],
 }
+# Each sentence recipe again with EDA on (swap 0.1, delete 0.1; SetFit: a variant per side of each pair).
+METHODS.update({f"{m}_eda": [*METHODS[m], "augment=eda"] for m in ("setfit", "full", "lora", "prompt_tuning")})
 ALL_METHODS = ("setfit_lib", *METHODS)
 
 
@@ -152,7 +154,7 @@ def run_setfit_lib(folder: Path, dataset: str, k: int, seed: int) -> dict[str, A
 def run_ours(folder: Path, dataset: str, k: int, seed: int, method: str) -> dict[str, Any]:
     run_dir = folder / method
     args = [*kshot_overrides(dataset, k, seed), *METHODS[method]]
-    if method == "setfit":
+    if method.startswith("setfit"):
         args.append(f"finetune.adapter.num_iterations={ITERATIONS.get(dataset, 20)}")
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "experiments", *args, f"hydra.run.dir={run_dir}"], check=True, cwd=ROOT)

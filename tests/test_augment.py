@@ -107,3 +107,89 @@ def test_augment_presets_run_end_to_end(run_cli, tmp_path):
     metrics, _ = run_cli("task=text_classification", f"data.train_file={tmp_path / 't.csv'}", "augment=eda",
                          "debug=fast_dev_run", "data.batch_size=4", run_dir=tmp_path / "cls")
     assert "test/accuracy" in metrics
+
+
+def test_setfit_pairs_augment_each_side_of_each_pair(tmp_path, tiny_tokenizer):
+    """SetFit trains one epoch over many pairs per example: augmentation must vary per pair, not per example."""
+    from experiments.tasks.classification.datamodule import TextClassificationDataModule
+
+    data = tmp_path / "train.csv"
+    words = "the bank of new york rose sharply on monday after the report"
+    data.write_text("text,label\n" + "".join(f"{words} {n},up\n{words} fell {n},down\n" for n in range(3)))
+    dm = TextClassificationDataModule(tiny_tokenizer, train_file=str(data), validation_file=str(data),
+                                      batch_size=4, augment=EDA(swap=0.0, delete=0.5), seed=3, contrastive_pairs=4)
+    dm.setup("fit")
+    pairs = dm.train_items()
+    plain = {i: f["input_ids"] for i, f in enumerate(dm.features["train"])}
+    seen: dict[int, list[list[int]]] = {}
+    for start in range(0, len(pairs), 8):
+        batch = dm.train_collate([(p, 0) for p in pairs[start:start + 8]])
+        for row, (a, b, _) in enumerate(pairs[start:start + 8]):
+            for i, key in ((a, "input_ids"), (b, "pair_input_ids")):
+                ids = [t for t in batch[key][row].tolist() if t != tiny_tokenizer.pad_token_id]
+                seen.setdefault(i, []).append(ids)
+    # Every example occurs in several pairs; its variants differ across them and from the plain text.
+    assert all(len(v) >= 2 for v in seen.values())
+    assert sum(len({tuple(x) for x in v}) > 1 for v in seen.values()) >= len(seen) - 1
+    assert any(v != plain[i] for i, vs in seen.items() for v in vs)
+    again = dm.train_collate([(p, 0) for p in pairs[:8]])
+    assert again["input_ids"].tolist() == dm.train_collate([(p, 0) for p in pairs[:8]])["input_ids"].tolist()
+
+
+THESAURUS = {"bank": ["lender"], "rose": ["climbed", "went up"], "profit": ["gain"]}
+
+
+def _thesaurus(tmp_path):
+    import json
+
+    path = tmp_path / "thesaurus.json"
+    path.write_text(json.dumps(THESAURUS))
+    return str(path)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_synonym_replacement_swaps_non_stop_words_for_their_synonyms(tmp_path, seed):
+    text = "the bank rose and the bank made a profit"
+    out = EDA(swap=0.0, delete=0.0, synonym=1.0, thesaurus=_thesaurus(tmp_path))(
+        text, np.random.RandomState(seed))
+    # synonym=1.0 asks for 9 replacements; only bank, rose and profit have synonyms, so all three go, and
+    # every occurrence of a replaced word takes the same synonym (EDA's sr); stop words stay.
+    assert out in {"the lender climbed and the lender made a gain", "the lender went up and the lender made a gain"}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_insertion_adds_synonyms_and_keeps_the_words_in_order(tmp_path, seed):
+    text = "the bank rose on monday"
+    out = EDA(swap=0.0, delete=0.0, insert=0.4, thesaurus=_thesaurus(tmp_path))(
+        text, np.random.RandomState(seed)).split()
+    # 0.4 * 5 words = 2 insertions of a synonym of bank or rose ("went up" is two words).
+    it = iter(out)
+    assert all(w in it for w in text.split())
+    extra = len(out) - 5
+    assert 2 <= extra <= 4
+    inserted = " ".join(out)
+    assert any(s in inserted for s in ("lender", "climbed", "went up"))
+
+
+def test_synonym_operations_off_leave_the_old_variants_unchanged(tmp_path):
+    text = "the bank of new york rose sharply on monday"
+    for seed in range(10):
+        assert EDA(swap=0.3, delete=0.2, thesaurus=_thesaurus(tmp_path))(text, np.random.RandomState(seed)) == \
+            EDA(swap=0.3, delete=0.2)(text, np.random.RandomState(seed))
+
+
+def test_synonym_operations_without_a_thesaurus_are_a_clear_error(monkeypatch, tmp_path):
+    import sys
+
+    from experiments.errors import ConfigError, DataError
+
+    monkeypatch.setitem(sys.modules, "nltk", None)
+    monkeypatch.setitem(sys.modules, "nltk.corpus", None)
+    with pytest.raises(ConfigError, match="nltk.downloader wordnet"):
+        EDA(synonym=0.1)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"bank": "lender"}')
+    with pytest.raises(DataError, match="list of synonym strings"):
+        EDA(insert=0.1, thesaurus=str(bad))
+    with pytest.raises(DataError, match="not found"):
+        EDA(insert=0.1, thesaurus=str(tmp_path / "missing.json"))

@@ -447,13 +447,27 @@ class TextClassificationDataModule(FeaturesDataModule):
         return [max(len(feats[a]["input_ids"]), len(feats[b]["input_ids"])) for a, b, _ in self.train_items()]
 
     def train_collate(self, items: list[tuple[Any, int]]) -> dict[str, Any]:
-        """Single examples: the base's. Pairs: both sides collated (each its epoch's variant when augmenting),
-        the second side's keys prefixed ``pair_``, and ``pair_similarity`` ``[B]`` the pairs' targets."""
+        """Single examples: the base's. Pairs: both sides collated, the second side's keys prefixed ``pair_``,
+        and ``pair_similarity`` ``[B]`` the pairs' targets.
+
+        When augmenting, each side of each pair is its own variant, drawn from
+        ``RandomState([seed, epoch, a, b, side])``: SetFit trains one epoch in which every example occurs in
+        many pairs, so a variant per example and epoch would only replace the K-shot set by one fixed
+        perturbed copy."""
         if not self.contrastive_pairs:
             return super().train_collate(items)
         feats = self.features["train"]
-        first = super().train_collate([(feats[a], epoch) for (a, _, _), epoch in items])
-        second = super().train_collate([(feats[b], epoch) for (_, b, _), epoch in items])
+        if self.augment is None:
+            first = self.collate([feats[a] for (a, _, _), _ in items])
+            second = self.collate([feats[b] for (_, b, _), _ in items])
+        else:
+            import numpy as np
+
+            def variant(i: int, a: int, b: int, epoch: int, side: int) -> dict:
+                return self.augmented_feature(feats[i], np.random.RandomState([self.seed, int(epoch), a, b, side]))
+
+            first = self.collate([variant(a, a, b, epoch, 0) for (a, b, _), epoch in items])
+            second = self.collate([variant(b, a, b, epoch, 1) for (a, b, _), epoch in items])
         batch = {k: v for k, v in first.items() if k not in ("labels", "example_id")}
         batch.update({f"pair_{k}": v for k, v in second.items() if k not in ("labels", "example_id")})
         batch["pair_similarity"] = torch.tensor([t for (_, _, t), _ in items], dtype=torch.float32)
