@@ -139,3 +139,26 @@ def test_fused_adamw_gradients_are_clipped_without_a_grad_scaler(tiny_encoder_di
     norms, seen = _clipped_norms(tiny_encoder_dir, precision, clip)
     assert seen["fused"] is True and not seen["foreach"]
     assert len(norms) == 3 and max(norms) <= clip * 1.01
+
+
+def test_bf16_speedup_reads_the_free_cpu_through_a_burst_of_other_work(monkeypatch):
+    """A fake layer on a fake clock: fp32 calls cost 2 units, bf16 calls 1, so the true ratio is 2.0; another
+    job makes every call 5x slower while the clock is below 40 units (the first rounds). The measurement
+    must still read 2.0 (one block per precision, as before, read the burst as a speed difference)."""
+    import time
+
+    import torch
+
+    clock = [0.0]
+
+    class FakeLinear:
+        def __init__(self, *shape):
+            pass
+
+        def __call__(self, x):
+            cost = 1.0 if torch.is_autocast_enabled("cpu") else 2.0
+            clock[0] += cost * (5.0 if clock[0] < 40.0 else 1.0)
+
+    monkeypatch.setattr(torch.nn, "Linear", FakeLinear)
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    assert config.bf16_speedup.__wrapped__(seconds=50.0) == pytest.approx(2.0)
