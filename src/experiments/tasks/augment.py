@@ -68,7 +68,7 @@ class EDA:
         self.synonym = _probability("synonym", synonym)
         self.insert = _probability("insert", insert)
         self.thesaurus = thesaurus
-        self.synonyms: Callable[[str], list[str]] | None = None
+        self.synonyms: Callable[[str], Sequence[str]] | None = None
         if self.synonym > 0 or self.insert > 0:
             self.synonyms = read_thesaurus(thesaurus) if thesaurus else wordnet_synonyms()
 
@@ -151,7 +151,7 @@ def read_thesaurus(path: str | Path) -> Callable[[str], list[str]]:
     return lambda word: list(table.get(word, table.get(word.lower(), [])))
 
 
-def wordnet_synonyms() -> Callable[[str], list[str]]:
+def wordnet_synonyms() -> Callable[[str], Sequence[str]]:
     """The WordNet synonyms of a word (lemma names of all its synsets, ``_`` as space), through nltk.
 
     Raises:
@@ -166,9 +166,10 @@ def wordnet_synonyms() -> Callable[[str], list[str]]:
     except (ImportError, LookupError, OSError):
         raise ConfigError(hint) from None
 
-    def synonyms(word: str) -> list[str]:
+    @functools.cache  # the training collate asks again for the same words every epoch
+    def synonyms(word: str) -> tuple[str, ...]:
         names = {lemma.name().replace("_", " ") for syn in wordnet.synsets(word) for lemma in syn.lemmas()}
-        return sorted(names)
+        return tuple(sorted(names))
 
     return synonyms
 

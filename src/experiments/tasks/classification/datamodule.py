@@ -463,11 +463,12 @@ class TextClassificationDataModule(FeaturesDataModule):
         else:
             import numpy as np
 
-            def variant(i: int, a: int, b: int, epoch: int, side: int) -> dict:
-                return self.augmented_feature(feats[i], np.random.RandomState([self.seed, int(epoch), a, b, side]))
+            def variant(a: int, b: int, epoch: int, side: int) -> dict:
+                rng = np.random.RandomState([self.seed, int(epoch), a, b, side])
+                return self.augmented_feature(feats[(a, b)[side]], rng)
 
-            first = self.collate([variant(a, a, b, epoch, 0) for (a, b, _), epoch in items])
-            second = self.collate([variant(b, a, b, epoch, 1) for (a, b, _), epoch in items])
+            first = self.collate([variant(a, b, epoch, 0) for (a, b, _), epoch in items])
+            second = self.collate([variant(a, b, epoch, 1) for (a, b, _), epoch in items])
         batch = {k: v for k, v in first.items() if k not in ("labels", "example_id")}
         batch.update({f"pair_{k}": v for k, v in second.items() if k not in ("labels", "example_id")})
         batch["pair_similarity"] = torch.tensor([t for (_, _, t), _ in items], dtype=torch.float32)
