@@ -206,6 +206,32 @@ def test_cli_bad_adversary_setting_fails_before_training(tmp_path, tiny_encoder_
     assert "steps must be an integer >= 1" in error_line(proc)
 
 
+BAD_PGD = ("finetune=pgd", "finetune.adversary.steps=0")
+
+
+def test_cli_config_error_leaves_no_half_made_run_dir(tmp_path, tiny_encoder_dir, ner_data):
+    """A run stopped by a user error before its first step leaves no run dir holding only config.yaml and
+    a log, which would read as a run."""
+    proc = cli("task=ner", f"model.name_or_path={tiny_encoder_dir}", "trainer.precision=32", "debug=limit",
+               *BAD_PGD, *ner_data, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists(), sorted(p.name for p in (tmp_path / "run").iterdir())
+
+
+def test_cli_config_error_in_a_used_run_dir_keeps_what_was_there(tmp_path, tiny_encoder_dir, ner_data):
+    """The same error in a run dir that holds an earlier run's files (a reused ``hydra.run.dir``) removes
+    nothing: the earlier metrics and checkpoint stay byte for byte."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    earlier = {run / "metrics.json": b'{"test/f1": 0.5}', run / "checkpoints" / "last.ckpt": b"\x00weights"}
+    for path, data in earlier.items():
+        path.write_bytes(data)
+    proc = cli("task=ner", f"model.name_or_path={tiny_encoder_dir}", "trainer.precision=32", "debug=limit",
+               *BAD_PGD, *ner_data, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert {p: p.read_bytes() for p in earlier} == earlier
+
+
 # --------------------------------------------------------------------------- data options (NER)
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import config_dir, prepare, register_resolvers, single_log_stream
 from experiments.distributed import is_rank_zero, launch_overrides
-from experiments.errors import ConfigError, ExperimentsError
+from experiments.errors import EXIT_USER_ERROR, ConfigError, ExperimentsError
 
 log = logging.getLogger("experiments")
 register_resolvers()
@@ -269,6 +269,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     _TASK_STARTED = True
     from experiments.multirun import in_multirun, record_job
 
+    out = Path(cfg.paths.output_dir)
+    fresh = _only_setup_files(out, allowed=())  # a new run dir, not one being resumed or reused
     try:
         from experiments.tracking import objective
 
@@ -281,11 +283,27 @@ def hydra_main(cfg: DictConfig) -> float | None:
             return float("nan")
         if user_error is None:
             raise
+        if user_error.exit_code == EXIT_USER_ERROR and fresh and is_rank_zero(os.environ) \
+                and _only_setup_files(out, allowed=("config.yaml",)):
+            # Stopped before anything of the run was made: no half-made run dir is left behind.
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
         print(f"error: {user_error}", file=sys.stderr)
         sys.exit(user_error.exit_code)
     if in_multirun():
         record_job(cfg, None, None, value)
     return value
+
+
+def _only_setup_files(out: Path, allowed: tuple[str, ...]) -> bool:
+    """Whether the run dir ``out`` holds nothing but Hydra's own set-up (``.hydra/``, the ``*.log``) and the
+    ``allowed`` names: what a run writes before its first real step (a missing dir counts as holding nothing)."""
+    try:
+        entries = list(out.iterdir())
+    except OSError:
+        return not out.exists()
+    return all(e.name == ".hydra" or e.name in allowed or (e.suffix == ".log" and e.is_file()) for e in entries)
 
 
 def _user_error(err: BaseException) -> ExperimentsError | None:
