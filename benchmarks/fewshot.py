@@ -170,6 +170,48 @@ def record_file(out: Path, dataset: str, k: int, seed: int, method: str) -> Path
     return out / dataset / f"k{k}" / f"seed{seed}" / f"{method}.json"
 
 
+def paired(out: Path, dataset: str, k: int, method: str) -> tuple[list[float], list[float]]:
+    """Per draw on which both ``method`` and ``setfit_lib`` have a record (ascending seed): the score
+    difference ``method - setfit_lib`` and the wall-time ratio ``method / setfit_lib``."""
+    diffs, ratios = [], []
+    for lib_path in sorted((out / dataset / f"k{k}").glob("seed*/setfit_lib.json")):
+        path = lib_path.with_name(f"{method}.json")
+        if not path.is_file():
+            continue
+        lib, rec = json.loads(lib_path.read_text()), json.loads(path.read_text())
+        diffs.append(rec["metrics"][METRIC[dataset]] - lib["metrics"][METRIC[dataset]])
+        ratios.append(rec["wall_s"] / lib["wall_s"])
+    return diffs, ratios
+
+
+def paired_lines(out: Path, cols: list[tuple[str, int]], methods: list[str]) -> list[str]:
+    """The table of each method against the library on the same draws: mean ± sample std of the paired
+    accuracy difference, the draws on which the method scored higher (ties apart), and the mean wall-time
+    ratio. Empty when no draw has both."""
+    cols = [(d, k) for d, k in cols if d not in NER]
+    rows = []
+    for method in [m for m in methods if m != "setfit_lib"]:
+        cells, any_pair = [], False
+        for d, k in cols:
+            diffs, ratios = paired(out, d, k, method)
+            if not diffs:
+                cells.append("–")
+                continue
+            any_pair = True
+            spread = f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else ""
+            ahead, tied = sum(x > 0 for x in diffs), sum(x == 0 for x in diffs)
+            cells.append(f"{statistics.mean(diffs):+.4f}{spread} (ahead {ahead}, tied {tied}, of {len(diffs)}); "
+                         f"wall {statistics.mean(ratios):.2f}x")
+        if any_pair:
+            rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["", "Against the library on the same draws (method − setfit_lib, mean ± sample std over the draws "
+            "both ran; draws on which the method scored higher or the same; mean ratio of wall times):", "",
+            "| method | " + " | ".join(f"{d} K={k}" for d, k in cols) + " |", "| --- " * (1 + len(cols)) + "|",
+            *rows]
+
+
 def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], results_dir: Path,
           block: str = "fewshot") -> str:
     """The Markdown block ``block`` of the few-shot table from the records under ``out``."""
@@ -215,6 +257,7 @@ def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], res
         full.append(cell([r["metrics"][METRIC[d]] for r in recs]) + " (all data)" if recs
                     else f"no record under --results (see the {table_name} table)")
     lines.append("| `full` on the whole training split (make results) | " + " | ".join(full) + " |" + " |" * len(cols))
+    lines += paired_lines(out, cols, methods)
     commands = set()
     for path in out.glob("*/k*/seed*/*.json"):
         if path.stem not in methods or path.parts[-4] not in datasets:

@@ -1,0 +1,38 @@
+"""The few-shot table's comparison with the library (``benchmarks/fewshot.py``): paired over the draws
+both ran, worked out by hand from hand-made records."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import fewshot  # noqa: E402
+
+
+def write(out: Path, seed: int, method: str, accuracy: float, wall: float) -> None:
+    path = fewshot.record_file(out, "phrasebank", 8, seed, method)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": {"test/accuracy": accuracy}, "wall_s": wall, "seed": seed}))
+
+
+def test_paired_against_the_library_uses_only_draws_both_ran(tmp_path):
+    for seed, lib, ours in ((1, (0.80, 100), (0.82, 50)), (2, (0.70, 100), (0.70, 60)), (3, (0.90, 200), None)):
+        write(tmp_path, seed, "setfit_lib", *lib)
+        if ours:
+            write(tmp_path, seed, "setfit", *ours)
+    diffs, ratios = fewshot.paired(tmp_path, "phrasebank", 8, "setfit")
+    assert [round(d, 9) for d in diffs] == [0.02, 0.0] and ratios == [0.5, 0.6]
+    lines = fewshot.paired_lines(tmp_path, [("phrasebank", 8), ("conll", 5)], ["setfit_lib", "setfit", "full"])
+    # differences +0.02 and 0: mean +0.01, sample std sqrt(2 * 0.01^2 / 1) = 0.0141; walls 0.5x and 0.6x
+    assert lines[-1] == "| setfit | +0.0100 ± 0.0141 (ahead 1, tied 1, of 2); wall 0.55x |"
+    assert lines[-3] == "| method | phrasebank K=8 |"  # NER columns have no library run
+    assert not any(line.startswith("| full |") for line in lines)  # no record, no row
+
+
+def test_no_paired_draw_no_table(tmp_path):
+    write(tmp_path, 1, "setfit", 0.8, 50)
+    assert fewshot.paired_lines(tmp_path, [("phrasebank", 8)], ["setfit_lib", "setfit"]) == []
