@@ -174,6 +174,9 @@ def record_file(out: Path, dataset: str, k: int, seed: int, method: str) -> Path
     return out / dataset / f"k{k}" / f"seed{seed}" / f"{method}.json"
 
 
+TIE = 1e-6  # below 1 / (test examples) of every dataset here
+
+
 def paired(out: Path, dataset: str, k: int, method: str) -> tuple[list[float], list[float]]:
     """Per draw on which both ``method`` and ``setfit_lib`` have a record (ascending seed): the score
     difference ``method - setfit_lib`` and the wall-time ratio ``method / setfit_lib``."""
@@ -203,7 +206,8 @@ def paired_lines(out: Path, cols: list[tuple[str, int]], methods: list[str]) -> 
                 continue
             any_pair = True
             spread = f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else ""
-            ahead, tied = sum(x > 0 for x in diffs), sum(x == 0 for x in diffs)
+            # Tied: the same number of correct test examples (float32 and float64 accuracies differ by ~1e-8).
+            ahead, tied = sum(x >= TIE for x in diffs), sum(abs(x) < TIE for x in diffs)
             cells.append(f"{statistics.mean(diffs):+.4f}{spread} (ahead {ahead}, tied {tied}, of {len(diffs)}); "
                          f"wall {statistics.mean(ratios):.2f}x")
         if any_pair:

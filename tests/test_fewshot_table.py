@@ -20,12 +20,14 @@ def write(out: Path, seed: int, method: str, accuracy: float, wall: float) -> No
 
 
 def test_paired_against_the_library_uses_only_draws_both_ran(tmp_path):
-    for seed, lib, ours in ((1, (0.80, 100), (0.82, 50)), (2, (0.70, 100), (0.70, 60)), (3, (0.90, 200), None)):
+    # seed 2: the same accuracy, once as float32 (torchmetrics) and once as float64 (scikit-learn): a tie
+    for seed, lib, ours in ((1, (0.80, 100), (0.82, 50)), (2, (0.70, 100), (0.7000000178813934, 60)),
+                            (3, (0.90, 200), None)):
         write(tmp_path, seed, "setfit_lib", *lib)
         if ours:
             write(tmp_path, seed, "setfit", *ours)
     diffs, ratios = fewshot.paired(tmp_path, "phrasebank", 8, "setfit")
-    assert [round(d, 9) for d in diffs] == [0.02, 0.0] and ratios == [0.5, 0.6]
+    assert [round(d, 6) for d in diffs] == [0.02, 0.0] and ratios == [0.5, 0.6]
     lines = fewshot.paired_lines(tmp_path, [("phrasebank", 8), ("conll", 5)], ["setfit_lib", "setfit", "full"])
     # differences +0.02 and 0: mean +0.01, sample std sqrt(2 * 0.01^2 / 1) = 0.0141; walls 0.5x and 0.6x
     assert lines[-1] == "| setfit | +0.0100 ± 0.0141 (ahead 1, tied 1, of 2); wall 0.55x |"
