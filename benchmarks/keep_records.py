@@ -20,13 +20,17 @@ DEFAULT = ["bench/*/results.json", "bench/*/results.md", "bench/*/*/*_[0-9]/step
            "sweep_cost/sweep/trials.jsonl", "sweep_cost/sweep/results.md", "sweep_cost/single_*/metrics.json",
            "results/*/*/seed*/record.json", "fewshot*/*/majority.json", "fewshot*/*/k*/seed*/*.json"]
 
+# fewshot.py's hand-over files to the setfit library's worker: the spec holds the dataset's texts (not ours to
+# redistribute), the result is already in setfit_lib.json.
+LEFT_OUT = ("_spec.json", "_result.json")
+
 
 def main(patterns: list[str]) -> None:
     src, dst = ROOT / "outputs", ROOT / "benchmarks" / "records"
     copied = 0
     for pattern in patterns or DEFAULT:
         for path in sorted(src.glob(pattern)):
-            if path.is_file():
+            if path.is_file() and not path.name.endswith(LEFT_OUT):
                 target = dst / path.relative_to(src)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
