@@ -220,16 +220,27 @@ def test_cli_config_error_leaves_no_half_made_run_dir(tmp_path, tiny_encoder_dir
 
 def test_cli_config_error_in_a_used_run_dir_keeps_what_was_there(tmp_path, tiny_encoder_dir, ner_data):
     """The same error in a run dir that holds an earlier run's files (a reused ``hydra.run.dir``) removes
-    nothing: the earlier metrics and checkpoint stay byte for byte."""
+    nothing: the earlier metrics, checkpoint and config.yaml stay byte for byte."""
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    earlier = {run / "metrics.json": b'{"test/f1": 0.5}', run / "checkpoints" / "last.ckpt": b"\x00weights"}
+    earlier = {run / "metrics.json": b'{"test/f1": 0.5}', run / "checkpoints" / "last.ckpt": b"\x00weights",
+               run / "config.yaml": b"task_name: earlier\n"}
     for path, data in earlier.items():
         path.write_bytes(data)
     proc = cli("task=ner", f"model.name_or_path={tiny_encoder_dir}", "trainer.precision=32", "debug=limit",
                *BAD_PGD, *ner_data, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert {p: p.read_bytes() for p in earlier} == earlier
+
+
+def test_cli_config_error_in_a_run_dir_without_config_adds_none(tmp_path, tiny_encoder_dir, ner_data):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("keep")
+    proc = cli("task=ner", f"model.name_or_path={tiny_encoder_dir}", "trainer.precision=32", "debug=limit",
+               *BAD_PGD, *ner_data, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (run / "metrics.json").read_text() == "keep" and not (run / "config.yaml").exists()
 
 
 # --------------------------------------------------------------------------- data options (NER)

@@ -270,7 +270,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from experiments.multirun import in_multirun, record_job
 
     out = Path(cfg.paths.output_dir)
-    fresh = _only_setup_files(out, allowed=())  # a new run dir, not one being resumed or reused
+    made_before, config_before = _run_files(out), _read_text(out / "config.yaml")
     try:
         from experiments.tracking import objective
 
@@ -283,12 +283,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
             return float("nan")
         if user_error is None:
             raise
-        if user_error.exit_code == EXIT_USER_ERROR and fresh and is_rank_zero(os.environ) \
-                and _only_setup_files(out, allowed=("config.yaml",)):
-            # Stopped before anything of the run was made: no half-made run dir is left behind.
-            import shutil
-
-            shutil.rmtree(out, ignore_errors=True)
+        if user_error.exit_code == EXIT_USER_ERROR and is_rank_zero(os.environ) and _run_files(out) == made_before:
+            _undo_start(out, new_dir=not made_before and config_before is None, config_before=config_before)
         print(f"error: {user_error}", file=sys.stderr)
         sys.exit(user_error.exit_code)
     if in_multirun():
@@ -296,14 +292,44 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return value
 
 
-def _only_setup_files(out: Path, allowed: tuple[str, ...]) -> bool:
-    """Whether the run dir ``out`` holds nothing but Hydra's own set-up (``.hydra/``, the ``*.log``) and the
-    ``allowed`` names: what a run writes before its first real step (a missing dir counts as holding nothing)."""
+def _run_files(out: Path) -> dict[str, tuple[int, int]]:
+    """What the run dir ``out`` holds besides the files every start rewrites (Hydra's ``.hydra/`` and
+    ``*.log``, our ``config.yaml``): each file's (size, mtime in ns), each folder as ``name/``."""
+    found: dict[str, tuple[int, int]] = {}
+    if not out.is_dir():
+        return found
+    for path in out.rglob("*"):
+        rel = path.relative_to(out)
+        if rel.parts[0] == ".hydra" or (len(rel.parts) == 1 and (rel.name == "config.yaml" or rel.suffix == ".log")):
+            continue
+        if path.is_dir():
+            found[f"{rel}/"] = (0, 0)
+        else:
+            stat = path.stat()
+            found[str(rel)] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def _read_text(path: Path) -> str | None:
     try:
-        entries = list(out.iterdir())
+        return path.read_text()
     except OSError:
-        return not out.exists()
-    return all(e.name == ".hydra" or e.name in allowed or (e.suffix == ".log" and e.is_file()) for e in entries)
+        return None
+
+
+def _undo_start(out: Path, new_dir: bool, config_before: str | None) -> None:
+    """A run stopped by a user error before it made anything: a run dir it created goes (it would read as a
+    run); in a reused one, ``config.yaml`` is put back as it was (Hydra has already rewritten ``.hydra/``)."""
+    from experiments import reporting
+
+    if new_dir:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+    elif config_before is None:
+        (out / "config.yaml").unlink(missing_ok=True)
+    else:
+        reporting.write_text(out / "config.yaml", config_before)
 
 
 def _user_error(err: BaseException) -> ExperimentsError | None:
