@@ -318,8 +318,10 @@ def _read_text(path: Path) -> str | None:
 
 
 def _undo_start(out: Path, new_dir: bool, config_before: str | None) -> None:
-    """A run stopped by a user error before it made anything: a run dir it created goes (it would read as a
-    run); in a reused one, ``config.yaml`` is put back as it was (Hydra has already rewritten ``.hydra/``)."""
+    """A run stopped by a user error before it made anything: a run dir that held nothing before it (Hydra
+    makes it just before the run; an empty folder named by ``hydra.run.dir`` counts too) goes, since it would
+    read as a run; in a reused one, ``config.yaml`` is put back as it was (Hydra has already rewritten
+    ``.hydra/``)."""
     from experiments import reporting
 
     if new_dir:
