@@ -85,6 +85,29 @@ def test_pair_loss_is_the_mse_of_the_cosine_similarity(tiny_setfit, tiny_tokeniz
     torch.testing.assert_close(out.loss, ((cos - target) ** 2).mean())
 
 
+def test_embeddings_and_pair_loss_are_sentence_transformers(tiny_setfit, tiny_tokenizer, tiny_encoder_dir):
+    """The reference: sentence-transformers' Transformer + mean Pooling + Normalize and its
+    CosineSimilarityLoss (what the setfit library trains), on the same weights, texts of unequal length."""
+    st = pytest.importorskip("sentence_transformers")
+    from sentence_transformers import losses, models
+    body = st.SentenceTransformer(modules=[models.Transformer(str(tiny_encoder_dir), max_seq_length=64),
+                                           models.Pooling(32, pooling_mode="mean"), models.Normalize()],
+                                  device="cpu").eval()
+    a_texts = ["refund my card", "the bank of america rose in new york", "sales fell"]
+    b_texts = ["cancel my order please", "the bank", "where is my refund"]
+    want = body.encode(a_texts, batch_size=2, convert_to_tensor=True)
+    a = tiny_tokenizer(a_texts, padding=True, return_tensors="pt")
+    b = tiny_tokenizer(b_texts, padding=True, return_tensors="pt")
+    target = torch.tensor([0.0, 1.0, 0.0])
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_setfit.embed(**a), want, atol=1e-5, rtol=1e-5)
+        ours = tiny_setfit(**a, pair_input_ids=b["input_ids"], pair_attention_mask=b["attention_mask"],
+                           pair_token_type_ids=b["token_type_ids"], pair_similarity=target).loss
+        features = [body.tokenize(a_texts), body.tokenize(b_texts)]
+        reference = losses.CosineSimilarityLoss(body)(features, target)
+    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-5)
+
+
 def test_head_probabilities_are_scikit_learns(tiny_setfit):
     from sklearn.linear_model import LogisticRegression
 
