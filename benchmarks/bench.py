@@ -247,7 +247,7 @@ def worker_hf(case: list[str], total: int, out: Path, tuned: bool, precision: st
     args = TrainingArguments(
         output_dir=str(out / "hf"), per_device_train_batch_size=int(cfg.data.batch_size), max_steps=total,
         learning_rate=float(cfg.optimizer.lr), weight_decay=float(cfg.optimizer.weight_decay),
-        warmup_steps=int(0.1 * total), max_grad_norm=1.0, bf16=precision.startswith("bf16"), use_cpu=True,
+        warmup_steps=math.ceil(0.1 * total), max_grad_norm=1.0, bf16=precision.startswith("bf16"), use_cpu=True,
         save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
         logging_strategy="no" if tuned else "steps", dataloader_num_workers=0, seed=int(cfg.seed),
         train_sampling_strategy="group_by_length" if tuned else "random",
@@ -280,7 +280,7 @@ def worker_bare(case: list[str], total: int, out: Path) -> None:
                             fused=True)
     from transformers import get_scheduler
 
-    sched = get_scheduler("linear", opt, num_warmup_steps=int(0.1 * total), num_training_steps=total)
+    sched = get_scheduler("linear", opt, num_warmup_steps=math.ceil(0.1 * total), num_training_steps=total)
     record: dict[str, Any] = {"steps": [], "first_step_start": time.time()}
     ner = cfg.model.head == "token_classification"
     step = 0

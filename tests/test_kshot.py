@@ -130,7 +130,7 @@ def test_the_schedule_spans_exactly_the_optimizer_steps_taken(tmp_path, tiny_enc
     seen: dict[str, int] = {}
 
     def scheduler(optimizer, num_warmup_steps, num_training_steps):
-        seen["total"] = num_training_steps
+        seen["total"], seen["warmup"] = num_training_steps, num_warmup_steps
         return get_scheduler("linear", optimizer, num_warmup_steps=num_warmup_steps,
                              num_training_steps=num_training_steps)
 
@@ -145,4 +145,6 @@ def test_the_schedule_spans_exactly_the_optimizer_steps_taken(tmp_path, tiny_enc
     # epoch (Lightning steps on the epoch's last, partial accumulation too) -> 6 over 3 epochs.
     assert trainer.global_step == 6
     assert seen["total"] == 6
+    # warmup_ratio 0.1 of 6 steps rounds up to 1, as in HF TrainingArguments.get_warmup_steps (ceil) and setfit.
+    assert seen["warmup"] == 1
     assert module.lr_schedulers().get_last_lr()[0] == 0.0  # the linear decay ends exactly at the last step

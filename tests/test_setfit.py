@@ -212,3 +212,53 @@ def test_setfit_with_ner_or_onnx_is_a_clear_error(run_cli, tmp_path):
     data.write_text("text,label\nrefund my card,money\ncancel order,shop\n" * 4)
     with pytest.raises(ConfigError, match="setfit_head.json"):
         run_cli("task=text_classification", f"data.train_file={data}", "finetune=setfit", "export.onnx=true")
+
+
+def test_a_setfit_run_takes_the_setfit_librarys_steps(tmp_path, tiny_encoder_dir):
+    """The reference is ``setfit.Trainer`` itself: with dropout off and the same pairs in the same order (seed 42,
+    the library's fixed pair-shuffle seed; a uniform batch shuffle, as its ``RandomSampler``), our run must end
+    with the encoder weights the library ends with (same loss, AdamW, clipping, weight decay and schedule).
+    15 optimizer steps make the library's warmup ceil(0.1 * 15) = 2 steps (HF ``get_warmup_steps``), not 1."""
+    setfit = pytest.importorskip("setfit")
+    import shutil
+
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, models
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoModel
+
+    from cli_helpers import run_cli
+
+    folder = tmp_path / "bert"
+    shutil.copytree(tiny_encoder_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    words = {"money": "refund my card", "shop": "cancel my order", "place": "where is the bank"}
+    rows = [(f"{text} {'please ' * n}".strip(), label) for n in range(4) for label, text in words.items()]
+    data = tmp_path / "t.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    initial = AutoModel.from_pretrained(folder).state_dict()
+
+    # 12 examples * 2 * 10 iterations = 240 pairs = 15 batches of 16.
+    body = SentenceTransformer(modules=[models.Transformer(str(folder), max_seq_length=64),
+                                        models.Pooling(32, pooling_mode="mean"), models.Normalize()], device="cpu")
+    args = setfit.TrainingArguments(batch_size=16, num_epochs=1, num_iterations=10, body_learning_rate=1e-3, seed=42,
+                                    save_strategy="no", report_to="none", output_dir=str(tmp_path / "lib"),
+                                    show_progress_bar=False)
+    train = Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]})
+    setfit.Trainer(model=setfit.SetFitModel(model_body=body, model_head=LogisticRegression()), args=args,
+                   train_dataset=train).train()
+    theirs = body[0].auto_model.state_dict()
+
+    files = [f"data.{split}_file={data}" for split in ("train", "validation", "test")]
+    run_cli((f"model.name_or_path={folder}", "trainer.precision=32", "logger=csv", "task=text_classification",
+             *files, "finetune=setfit", "finetune.adapter.num_iterations=10", "trainer.max_epochs=1",
+             "optimizer.lr=1e-3", "seed=42", "data.group_by_length=false", "trainer.limit_val_batches=0"),
+            tmp_path / "run", quick=False)
+    ours = AutoModel.from_pretrained(tmp_path / "run" / "model").state_dict()
+    names = [n for n in theirs if theirs[n].is_floating_point()]
+    moved = max(float((theirs[n] - initial[n]).abs().max()) for n in names)
+    assert moved > 1e-3  # training moved the weights, so agreeing is not trivial
+    for name in names:
+        torch.testing.assert_close(ours[name], theirs[name], atol=moved * 1e-3, rtol=0, msg=name)

@@ -8,6 +8,7 @@ accumulation, clipping, AMP and DDP are Lightning's.
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from collections.abc import Callable, Iterable
@@ -60,7 +61,8 @@ class EncoderModule(L.LightningModule):
             (Hydra ``_partial_: true``); its ``weight_decay`` is applied to non-bias, non-norm weights.
         scheduler: partial of ``transformers.get_scheduler`` taking ``optimizer``,
             ``num_warmup_steps`` and ``num_training_steps``; stepped every optimizer step.
-        warmup_ratio: fraction of the optimizer steps used for linear warmup.
+        warmup_ratio: fraction of the optimizer steps used for linear warmup, rounded up (``ceil(ratio * steps)``,
+            as Hugging Face's ``TrainingArguments.get_warmup_steps`` and the setfit library).
         adversary: optional FGM/PGD component (``experiments.finetune.adversarial``).
         compile: compile the network's forward with ``torch.compile`` (``nn.Module.compile``, in place, so
             checkpoints and the export keep their keys), dynamic shapes; the compile time is paid in the
@@ -224,7 +226,7 @@ class EncoderModule(L.LightningModule):
                               "data.batch_size (few-shot data makes short epochs)")
         scheduler = self.scheduler_factory(
             optimizer=optimizer,
-            num_warmup_steps=int(self.warmup_ratio * total),
+            num_warmup_steps=math.ceil(self.warmup_ratio * total),
             num_training_steps=total,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
