@@ -21,6 +21,8 @@ the last epoch is tested. Methods:
 * ``setfit_shuffle``: ``setfit`` with ``data.group_by_length=false``: the pair batches in a uniform
   shuffle, as the library's sampler draws them, instead of length-grouped mega-batches (each trained
   longest pair first).
+* ``setfit_nodrop``: ``setfit`` with every dropout of the encoder off (``+model.hidden_dropout_prob=0.0
+  +model.attention_probs_dropout_prob=0.0``; the library trains with MiniLM's 0.1 for both).
 * ``full``: ``finetune=full``, 20 epochs, batch 8, lr 1e-4 (fixed, not tuned).
 * ``<method>_eda`` (``setfit``, ``full``, ``lora``, ``prompt_tuning``): the method with ``augment=eda``
   (random swap and deletion, 0.1 each, Wei & Zou 2019; SetFit: each side of each pair its own variant).
@@ -81,6 +83,7 @@ METHODS: dict[str, list[str]] = {
     "ner_mention": ["finetune=full", *FIXED, "optimizer.lr=1.0e-4", "augment=ner"],
 }
 METHODS["setfit_shuffle"] = [*METHODS["setfit"], "data.group_by_length=false"]
+METHODS["setfit_nodrop"] = [*METHODS["setfit"], "+model.hidden_dropout_prob=0.0", "+model.attention_probs_dropout_prob=0.0"]
 # Each sentence recipe again with EDA on (swap 0.1, delete 0.1; SetFit: a variant per side of each pair).
 METHODS.update({f"{m}_eda": [*METHODS[m], "augment=eda"] for m in ("setfit", "full", "lora", "prompt_tuning")})
 ALL_METHODS = ("setfit_lib", *METHODS)

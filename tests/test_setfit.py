@@ -262,3 +262,21 @@ def test_a_setfit_run_takes_the_setfit_librarys_steps(tmp_path, tiny_encoder_dir
     assert moved > 1e-3  # training moved the weights, so agreeing is not trivial
     for name in names:
         torch.testing.assert_close(ours[name], theirs[name], atol=moved * 1e-3, rtol=0, msg=name)
+
+
+def test_every_dropout_of_the_encoder_can_be_turned_off(tiny_encoder_dir, tiny_tokenizer):
+    """``+model.hidden_dropout_prob=0 +model.attention_probs_dropout_prob=0``: two training-mode passes agree
+    exactly only when both are 0 (the tiny BERT's config has 0.1 for each)."""
+    from experiments.finetune.setfit import SetFitConfig
+    from experiments.models.build import build_model
+
+    batch = tiny_tokenizer(["refund my card", "where is the bank"], padding=True, return_tensors="pt")
+
+    def two_passes(**dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        model = build_model(str(tiny_encoder_dir), head="sequence_classification", labels=["a", "b"],
+                            adapter=SetFitConfig(), **dropout).train()
+        return model.embed(**batch), model.embed(**batch)
+
+    assert not torch.allclose(*two_passes())
+    assert not torch.allclose(*two_passes(hidden_dropout_prob=0.0))  # attention dropout still on
+    torch.testing.assert_close(*two_passes(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0), rtol=0, atol=0)

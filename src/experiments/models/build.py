@@ -147,6 +147,7 @@ def build_model(
     trust_remote_code: bool = False,
     revision: str | None = None,
     hidden_dropout_prob: float | None = None,
+    attention_probs_dropout_prob: float | None = None,
     new_head: bool = False,
 ) -> nn.Module:
     """Pretrained encoder with its task head, optionally wrapped by LoRA (peft).
@@ -166,7 +167,10 @@ def build_model(
             and saved (``modules_to_save``). LoRA: Hu et al. 2021, arXiv:2106.09685.
         trust_remote_code: passed to transformers only when the user sets it.
         revision: hub revision (branch, tag or commit).
-        hidden_dropout_prob: overrides the encoder's dropout when given.
+        hidden_dropout_prob: overrides the encoder's dropout on hidden states when given (BERT config name).
+        attention_probs_dropout_prob: overrides its dropout on attention probabilities when given; both 0
+            turn every dropout of a BERT-family encoder off (``+model.hidden_dropout_prob=0
+            +model.attention_probs_dropout_prob=0``).
         new_head: re-initialise the task head even when the checkpoint has one (another label set).
 
     Raises:
@@ -179,6 +183,8 @@ def build_model(
     kwargs: dict = {"trust_remote_code": trust_remote_code, "revision": revision}
     if hidden_dropout_prob is not None:
         kwargs["hidden_dropout_prob"] = hidden_dropout_prob
+    if attention_probs_dropout_prob is not None:
+        kwargs["attention_probs_dropout_prob"] = attention_probs_dropout_prob
     if head != "encoder":
         if not labels:
             raise ConfigError(f"head {head!r} needs a non-empty label list")
