@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,21 +181,28 @@ def record_file(out: Path, dataset: str, k: int, seed: int, method: str) -> Path
 TIE = 1e-6  # below 1 / (test examples) of every dataset here
 
 
-def paired(out: Path, dataset: str, k: int, method: str) -> tuple[list[float], list[float]]:
+def paired(out: Path, dataset: str, k: int, method: str,
+           library: Sequence[Path] = ()) -> tuple[list[float], list[float]]:
     """Per draw on which both ``method`` and ``setfit_lib`` have a record (ascending seed): the score
-    difference ``method - setfit_lib`` and the wall-time ratio ``method / setfit_lib``."""
+    difference ``method - setfit_lib`` and the wall-time ratio ``method / setfit_lib``. A draw whose library
+    record is not under ``out`` is looked up in the ``library`` folders (records of another block, so of
+    another machine or session): it adds a score difference but no wall-time ratio."""
     diffs, ratios = [], []
-    for lib_path in sorted((out / dataset / f"k{k}").glob("seed*/setfit_lib.json")):
-        path = lib_path.with_name(f"{method}.json")
-        if not path.is_file():
+    for path in sorted((out / dataset / f"k{k}").glob(f"seed*/{method}.json")):
+        here = path.with_name("setfit_lib.json")
+        found = [here, *(folder / dataset / f"k{k}" / path.parent.name / "setfit_lib.json" for folder in library)]
+        lib_path = next((p for p in found if p.is_file()), None)
+        if lib_path is None:
             continue
         lib, rec = json.loads(lib_path.read_text()), json.loads(path.read_text())
         diffs.append(rec["metrics"][METRIC[dataset]] - lib["metrics"][METRIC[dataset]])
-        ratios.append(rec["wall_s"] / lib["wall_s"])
+        if lib_path == here:
+            ratios.append(rec["wall_s"] / lib["wall_s"])
     return diffs, ratios
 
 
-def paired_lines(out: Path, cols: list[tuple[str, int]], methods: list[str]) -> list[str]:
+def paired_lines(out: Path, cols: list[tuple[str, int]], methods: list[str],
+                 library: Sequence[Path] = ()) -> list[str]:
     """The table of each method against the library on the same draws: mean ± sample std of the paired
     accuracy difference, the draws on which the method scored higher (ties apart), and the mean wall-time
     ratio. Empty when no draw has both."""
@@ -203,7 +211,7 @@ def paired_lines(out: Path, cols: list[tuple[str, int]], methods: list[str]) -> 
     for method in [m for m in methods if m != "setfit_lib"]:
         cells, any_pair = [], False
         for d, k in cols:
-            diffs, ratios = paired(out, d, k, method)
+            diffs, ratios = paired(out, d, k, method, library)
             if not diffs:
                 cells.append("–")
                 continue
@@ -211,8 +219,9 @@ def paired_lines(out: Path, cols: list[tuple[str, int]], methods: list[str]) -> 
             spread = f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else ""
             # Tied: the same number of correct test examples (float32 and float64 accuracies differ by ~1e-8).
             ahead, tied = sum(x >= TIE for x in diffs), sum(abs(x) < TIE for x in diffs)
-            cells.append(f"{statistics.mean(diffs):+.4f}{spread} (ahead {ahead}, tied {tied}, of {len(diffs)}); "
-                         f"wall {statistics.mean(ratios):.2f}x")
+            wall = f"wall {statistics.mean(ratios):.2f}x" + (f" ({len(ratios)} of them)" if len(ratios) < len(diffs)
+                                                             else "") if ratios else "wall: library on another machine"
+            cells.append(f"{statistics.mean(diffs):+.4f}{spread} (ahead {ahead}, tied {tied}, of {len(diffs)}); {wall}")
         if any_pair:
             rows.append(f"| {method} | " + " | ".join(cells) + " |")
     if not rows:
@@ -224,7 +233,7 @@ def paired_lines(out: Path, cols: list[tuple[str, int]], methods: list[str]) -> 
 
 
 def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], results_dir: Path,
-          block: str = "fewshot") -> str:
+          block: str = "fewshot", library: Sequence[Path] = ()) -> str:
     """The Markdown block ``block`` of the few-shot table from the records under ``out``."""
     from results import machine
 
@@ -268,7 +277,7 @@ def table(out: Path, datasets: list[str], ks: list[int], methods: list[str], res
         full.append(cell([r["metrics"][METRIC[d]] for r in recs]) + " (all data)" if recs
                     else f"no record under --results (see the {table_name} table)")
     lines.append("| `full` on the whole training split (make results) | " + " | ".join(full) + " |" + " |" * len(cols))
-    lines += paired_lines(out, cols, methods)
+    lines += paired_lines(out, cols, methods, library)
     commands = set()
     for path in out.glob("*/k*/seed*/*.json"):
         if path.stem not in methods or path.parts[-4] not in datasets:
@@ -295,6 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tables-only", action="store_true")
     parser.add_argument("--block", default="fewshot",
                         help="the docs block to write (another --out, e.g. another machine, gets its own block)")
+    parser.add_argument("--library-records", nargs="+", type=Path, default=[],
+                        help="other --out folders whose setfit_lib records pair with draws the library did not run "
+                             "under --out (scores only: their wall times are of another run)")
     parser.add_argument("--setfit-lib-worker", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.setfit_lib_worker:
@@ -325,7 +337,8 @@ def main(argv: list[str] | None = None) -> None:
     docs = args.docs
     text = docs.read_text() if docs.is_file() else "# Results\n"
     reporting.write_text(docs, splice(text, args.block, table(out, args.datasets, args.k, args.methods,
-                                                              args.results.resolve(), args.block)))
+                                                              args.results.resolve(), args.block,
+                                                              [p.resolve() for p in args.library_records])))
     print(f"table written to {docs}")
 
 

@@ -38,3 +38,18 @@ def test_paired_against_the_library_uses_only_draws_both_ran(tmp_path):
 def test_no_paired_draw_no_table(tmp_path):
     write(tmp_path, 1, "setfit", 0.8, 50)
     assert fewshot.paired_lines(tmp_path, [("phrasebank", 8)], ["setfit_lib", "setfit"]) == []
+
+
+def test_library_records_of_another_block_pair_scores_but_not_wall_times(tmp_path):
+    here, other = tmp_path / "here", tmp_path / "other"
+    write(here, 1, "setfit_lib", 0.80, 100)
+    write(here, 1, "setfit_nodrop", 0.81, 70)
+    write(other, 2, "setfit_lib", 0.70, 300)  # another machine: its 300 s says nothing of ours
+    write(here, 2, "setfit_nodrop", 0.73, 60)
+    write(here, 3, "setfit_nodrop", 0.90, 60)  # no library record anywhere: left out
+    diffs, ratios = fewshot.paired(here, "phrasebank", 8, "setfit_nodrop", [other])
+    assert [round(d, 6) for d in diffs] == [0.01, 0.03] and ratios == [0.7]
+    line = fewshot.paired_lines(here, [("phrasebank", 8)], ["setfit_nodrop"], [other])[-1]
+    # mean +0.02, sample std sqrt(2 * 0.01^2) = 0.0141; one wall ratio, of the draw the library ran here
+    assert line == "| setfit_nodrop | +0.0200 ± 0.0141 (ahead 2, tied 0, of 2); wall 0.70x (1 of them) |"
+    assert fewshot.paired(here, "phrasebank", 8, "setfit_nodrop")[0] == [diffs[0]]  # without it: draw 1 only
