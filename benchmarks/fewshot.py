@@ -23,6 +23,7 @@ the last epoch is tested. Methods:
   longest pair first).
 * ``setfit_seed42``: ``setfit`` with ``seed=42`` (the K-shot draw stays ``k_shot_seed``): the pair shuffle
   of the library, which is always 42, on every draw; batch order and dropout masks from 42 as well.
+  ``setfit_seed43``: the same with 43, another pair structure fixed across draws.
 * ``setfit_nodrop``: ``setfit`` with every dropout of the encoder off (``+model.hidden_dropout_prob=0.0
   +model.attention_probs_dropout_prob=0.0``; the library trains with MiniLM's 0.1 for both).
 * ``full``: ``finetune=full``, 20 epochs, batch 8, lr 1e-4 (fixed, not tuned).
@@ -89,6 +90,7 @@ METHODS["setfit_shuffle"] = [*METHODS["setfit"], "data.group_by_length=false"]
 # The library shuffles its pairs with seed 42 on every draw (setfit.sampler.shuffle_combinations), so with one
 # training-set size it picks the same pairs of example indices on every draw; ours with the run's seed.
 METHODS["setfit_seed42"] = [*METHODS["setfit"], "seed=42"]
+METHODS["setfit_seed43"] = [*METHODS["setfit"], "seed=43"]  # another fixed seed: is 42 itself the lucky one?
 METHODS["setfit_nodrop"] = [*METHODS["setfit"], "+model.hidden_dropout_prob=0.0", "+model.attention_probs_dropout_prob=0.0"]
 # Each sentence recipe again with EDA on (swap 0.1, delete 0.1; SetFit: a variant per side of each pair).
 METHODS.update({f"{m}_eda": [*METHODS[m], "augment=eda"] for m in ("setfit", "full", "lora", "prompt_tuning")})
