@@ -226,8 +226,12 @@ def paired_lines(out: Path, cols: list[tuple[str, int]], methods: list[str],
             spread = f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else ""
             # Tied: the same number of correct test examples (float32 and float64 accuracies differ by ~1e-8).
             ahead, tied = sum(x >= TIE for x in diffs), sum(abs(x) < TIE for x in diffs)
-            wall = f"wall {statistics.mean(ratios):.2f}x" + (f" ({len(ratios)} of them)" if len(ratios) < len(diffs)
-                                                             else "") if ratios else "wall: library on another machine"
+            if not ratios:
+                wall = "wall: library on another machine"
+            else:
+                wall = f"wall {statistics.mean(ratios):.2f}x"
+                if len(ratios) < len(diffs):
+                    wall += f" ({len(ratios)} of them)"
             cells.append(f"{statistics.mean(diffs):+.4f}{spread} (ahead {ahead}, tied {tied}, of {len(diffs)}); {wall}")
         if any_pair:
             rows.append(f"| {method} | " + " | ".join(cells) + " |")

@@ -103,7 +103,8 @@ def main() -> None:
     names = [n for n in theirs if n in mine and theirs[n].is_floating_point()]
     moved = torch.sqrt(sum(((theirs[n] - initial[n]) ** 2).sum() for n in names))
     apart = torch.sqrt(sum(((theirs[n] - mine[n]) ** 2).sum() for n in names))
-    worst = max(names, key=lambda n: (theirs[n] - mine[n]).abs().max())
+    largest = {n: float((theirs[n] - mine[n]).abs().max()) for n in names}
+    worst = max(names, key=largest.get)
     gold = [y for _, y in spec["test"]]
     pred_lib = json.loads((out / "library_predictions.json").read_text())
     rows = [json.loads(line) for line in (out / "ours" / "predictions.jsonl").read_text().splitlines()]
@@ -111,12 +112,12 @@ def main() -> None:
     acc = json.loads((out / "ours" / "metrics.json").read_text())["test/accuracy"]
     agree = f"{sum(a == b for a, b in zip(pred_ours, pred_lib, strict=True)) / len(gold):.4f}" if pred_ours else "n/a"
     lib_acc = sum(a == b for a, b in zip(pred_lib, gold, strict=True)) / len(gold)
-    largest = (theirs[worst] - mine[worst]).abs().max()
     print(f"{args.dataset} K={args.k} draw {args.draw}, seed {SEED}, dropout {'on' if args.dropout else 'off'}, "
           f"{len(ref)} pairs: encoders apart by {apart:.3e} (L2 over {len(names)} tensors) against {moved:.3e} "
-          f"moved by training (ratio {apart / moved:.2e}); largest |difference| {largest:.2e} in {worst}; "
+          f"moved by training (ratio {apart / moved:.2e}); largest |difference| {largest[worst]:.2e} in {worst}; "
           f"test accuracy ours {acc:.4f}, library {lib_acc:.4f}; predictions agree on {agree}; "
           f"library {t_lib:.0f} s, ours {t_ours:.0f} s, total {time.perf_counter() - start:.0f} s")
+
 
 if __name__ == "__main__":
     main()
