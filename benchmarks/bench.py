@@ -137,6 +137,11 @@ def train_features(cfg, overrides: list[str]) -> tuple[Any, list[dict], list[str
     return tok, dm.features["train"], dm.labels, dm
 
 
+def warmup_steps(cfg, total: int) -> int:
+    """Linear-warmup steps of the references: ``ceil(module.warmup_ratio * total)``, as ours and HF Trainer take."""
+    return math.ceil(float(cfg.module.warmup_ratio) * total)
+
+
 def epoch_steps(case: str) -> int:
     """Batches in one epoch of ``case``'s training split (``ceil(N / batch_size)``)."""
     cfg = compose(case_overrides(case))
@@ -247,7 +252,8 @@ def worker_hf(case: list[str], total: int, out: Path, tuned: bool, precision: st
     args = TrainingArguments(
         output_dir=str(out / "hf"), per_device_train_batch_size=int(cfg.data.batch_size), max_steps=total,
         learning_rate=float(cfg.optimizer.lr), weight_decay=float(cfg.optimizer.weight_decay),
-        warmup_steps=math.ceil(0.1 * total), max_grad_norm=1.0, bf16=precision.startswith("bf16"), use_cpu=True,
+        warmup_steps=warmup_steps(cfg, total), max_grad_norm=float(cfg.trainer.gradient_clip_val),
+        bf16=precision.startswith("bf16"), use_cpu=True,
         save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
         logging_strategy="no" if tuned else "steps", dataloader_num_workers=0, seed=int(cfg.seed),
         train_sampling_strategy="group_by_length" if tuned else "random",
@@ -280,7 +286,7 @@ def worker_bare(case: list[str], total: int, out: Path) -> None:
                             fused=True)
     from transformers import get_scheduler
 
-    sched = get_scheduler("linear", opt, num_warmup_steps=math.ceil(0.1 * total), num_training_steps=total)
+    sched = get_scheduler("linear", opt, num_warmup_steps=warmup_steps(cfg, total), num_training_steps=total)
     record: dict[str, Any] = {"steps": [], "first_step_start": time.time()}
     ner = cfg.model.head == "token_classification"
     step = 0
@@ -294,7 +300,7 @@ def worker_bare(case: list[str], total: int, out: Path) -> None:
             else:
                 loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.trainer.gradient_clip_val))
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
