@@ -135,21 +135,29 @@ def majority_accuracy(dataset: str) -> float:
     return sum(e.label == top for e in dm.examples["test"]) / len(dm.examples["test"])
 
 
-def setfit_lib_worker(spec_path: Path, result_path: Path) -> None:
-    """Train and evaluate the setfit library on the texts of ``spec_path``; write accuracy and macro-F1."""
+def train_setfit_lib(spec: dict[str, Any], seed: int, checkpoints: Path) -> tuple[Any, list[int]]:
+    """The library's run of this benchmark: ``setfit.Trainer`` with its defaults and the fixed settings
+    above (batch 16, 1 epoch, body lr 2e-5, ``spec["num_iterations"]``) on ``spec["train"]`` (text, label)
+    pairs; returns the trained ``SetFitModel`` and its predicted label ids for ``spec["test"]``."""
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
+
+    model = SetFitModel.from_pretrained(spec["model"])
+    args = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=spec["num_iterations"], body_learning_rate=2e-5,
+                             seed=seed, save_strategy="no", report_to="none", output_dir=str(checkpoints),
+                             show_progress_bar=False)
+    train = Dataset.from_dict({"text": [t for t, _ in spec["train"]], "label": [y for _, y in spec["train"]]})
+    Trainer(model=model, args=args, train_dataset=train).train()
+    return model, [int(p) for p in model.predict([t for t, _ in spec["test"]], batch_size=64, as_numpy=True)]
+
+
+def setfit_lib_worker(spec_path: Path, result_path: Path) -> None:
+    """Train and evaluate the setfit library on the texts of ``spec_path``; write accuracy and macro-F1."""
     from sklearn.metrics import accuracy_score, f1_score
 
     spec = json.loads(spec_path.read_text())
-    model = SetFitModel.from_pretrained(spec["model"])
-    args = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=spec["num_iterations"], body_learning_rate=2e-5,
-                             seed=spec["seed"], save_strategy="no", report_to="none",
-                             output_dir=str(result_path.parent / "setfit_lib_checkpoints"), show_progress_bar=False)
-    train = Dataset.from_dict({"text": [t for t, _ in spec["train"]], "label": [y for _, y in spec["train"]]})
-    Trainer(model=model, args=args, train_dataset=train).train()
+    _, pred = train_setfit_lib(spec, spec["seed"], result_path.parent / "setfit_lib_checkpoints")
     gold = [y for _, y in spec["test"]]
-    pred = [int(p) for p in model.predict([t for t, _ in spec["test"]], batch_size=64, as_numpy=True)]
     result_path.write_text(json.dumps({"test/accuracy": accuracy_score(gold, pred),
                                        "test/f1_macro": f1_score(gold, pred, average="macro")}))
 

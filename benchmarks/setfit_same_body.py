@@ -1,7 +1,7 @@
 """The SetFit evaluation path on the pretrained (not fine-tuned) body: ours against the library's.
 
 Why: to tell a difference in the head or in the embeddings of test texts from one in contrastive training.
-Our path (the datamodule's embedding loader, ``SetFitClassifier.embed`` and ``fit_head``) and the
+Our path (the datamodule's embedding loader, ``SetFitClassifier.embed_batches`` and ``fit_head``) and the
 library's (sentence-transformers' ``encode``, then scikit-learn's ``LogisticRegression`` as ``setfit``
 fits it) embed the same K-shot draw and test split, fit the head and predict. Prints the largest
 embedding difference, both test accuracies and the share of test texts on which the predictions agree.
@@ -20,30 +20,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main(dataset: str, k: int, seed: int) -> None:
     import numpy as np
-    import torch
     from fewshot import METHODS, datamodule, kshot_overrides
     from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegression
     from transformers import AutoModel
 
     from experiments.finetune.setfit import SetFitClassifier
-    from experiments.modules.base import model_inputs
 
     start = time.perf_counter()
     cfg, dm = datamodule([*kshot_overrides(dataset, k, seed), *METHODS["setfit"]])
     path, labels = str(cfg.model.name_or_path), dm.labels
     model = SetFitClassifier(AutoModel.from_pretrained(path), len(labels)).eval()
 
-    def ours(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        embeddings, targets = [], []
-        with torch.no_grad():
-            for batch in dm.embedding_loader(split):
-                embeddings.append(model.embed(**model_inputs(batch)))
-                targets.append(batch["labels"])
-        return torch.cat(embeddings), torch.cat(targets)
-
-    x_train, y_train = ours("train")
-    x_test, y_test = ours("test")
+    x_train, y_train = model.embed_batches(dm.embedding_loader("train"))
+    x_test, y_test = model.embed_batches(dm.embedding_loader("test"))
     model.fit_head(x_train, y_train)
     pred_ours = model.head(x_test).argmax(-1).numpy()
 

@@ -35,18 +35,10 @@ def library(spec_path: Path, out: Path, dropout: bool) -> None:
     if not dropout:
         exec(NO_DROPOUT, {})
     import torch
-    from datasets import Dataset
-    from setfit import SetFitModel, Trainer, TrainingArguments
+    from fewshot import train_setfit_lib
 
-    spec = json.loads(spec_path.read_text())
-    model = SetFitModel.from_pretrained(spec["model"])
-    args = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=spec["num_iterations"], body_learning_rate=2e-5,
-                             seed=SEED, save_strategy="no", report_to="none", output_dir=str(out / "checkpoints"),
-                             show_progress_bar=False)
-    train = Dataset.from_dict({"text": [t for t, _ in spec["train"]], "label": [y for _, y in spec["train"]]})
-    Trainer(model=model, args=args, train_dataset=train).train()
+    model, pred = train_setfit_lib(json.loads(spec_path.read_text()), SEED, out / "checkpoints")
     torch.save(model.model_body[0].auto_model.state_dict(), out / "library_encoder.pt")
-    pred = [int(p) for p in model.predict([t for t, _ in spec["test"]], batch_size=64, as_numpy=True)]
     (out / "library_predictions.json").write_text(json.dumps(pred))
 
 

@@ -108,6 +108,30 @@ def test_embeddings_and_pair_loss_are_sentence_transformers(tiny_setfit, tiny_to
     torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-5)
 
 
+def test_embed_batches_are_sentence_transformers_encode_in_eval_mode(tiny_encoder_dir, tiny_tokenizer):
+    """What the head is fitted on: a model left in train mode (dropout 0.1) still embeds without dropout,
+    as sentence-transformers' ``encode`` does, and is put back in train mode; labels keep batch order."""
+    st = pytest.importorskip("sentence_transformers")
+    from sentence_transformers import models
+    from transformers import AutoModel
+
+    from experiments.finetune.setfit import SetFitClassifier
+
+    model = SetFitClassifier(AutoModel.from_pretrained(tiny_encoder_dir), num_labels=3).train()
+    assert model.encoder.config.hidden_dropout_prob > 0
+    body = st.SentenceTransformer(modules=[models.Transformer(str(tiny_encoder_dir), max_seq_length=64),
+                                           models.Pooling(32, pooling_mode="mean"), models.Normalize()],
+                                  device="cpu")
+    texts = [["refund my card", "the bank of america rose in new york"], ["sales fell"]]
+    batches = [{**tiny_tokenizer(t, padding=True, return_tensors="pt"), "labels": torch.tensor(y)}
+               for t, y in zip(texts, ([2, 0], [1]), strict=True)]
+    embeddings, labels = model.embed_batches(batches)
+    assert model.training and embeddings.shape == (3, 32)
+    assert labels.tolist() == [2, 0, 1]
+    want = body.encode([t for ts in texts for t in ts], batch_size=2, convert_to_tensor=True)
+    torch.testing.assert_close(embeddings, want, atol=1e-5, rtol=1e-5)
+
+
 def test_head_probabilities_are_scikit_learns(tiny_setfit):
     from sklearn.linear_model import LogisticRegression
 

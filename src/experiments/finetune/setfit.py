@@ -23,6 +23,7 @@ head (``weight`` ``[C, D]``, ``bias`` ``[C]``, pooling, normalisation); :func:`l
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,27 @@ class SetFitClassifier(nn.Module):
                               token_type_ids=token_type_ids).last_hidden_state
         emb = mean_pool(hidden, attention_mask)
         return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+
+    @torch.no_grad()
+    def embed_batches(self, batches: Iterable[dict[str, Tensor]],
+                      device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        """Embeddings ``[N, D]`` of every batch (``input_ids``, ``attention_mask`` and optional
+        ``token_type_ids``, each ``[B, L]``) and the batches' ``labels`` (``[N]`` class ids or ``[N, C]``
+        multi-hot), concatenated in order; in eval mode (no dropout), the training mode restored after.
+        The inputs are moved to ``device`` (default: left where they are); the labels stay."""
+        training = self.training
+        self.eval()
+        embeddings, targets = [], []
+        try:
+            for batch in batches:
+                inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+                if device is not None:
+                    inputs = {k: v.to(device) for k, v in inputs.items()}
+                embeddings.append(self.embed(**inputs))
+                targets.append(batch["labels"])
+        finally:
+            self.train(training)
+        return torch.cat(embeddings), torch.cat(targets)
 
     def head(self, embeddings: Tensor) -> Tensor:
         return embeddings.float() @ self.head_weight.T + self.head_bias

@@ -196,16 +196,7 @@ class SequenceClassificationModule(EncoderModule):
         if not isinstance(self.model, SetFitClassifier) or dm is None or \
                 getattr(self, "_head_step", None) == self.global_step:
             return
-        training = self.model.training
-        self.model.eval()
-        embeddings, targets = [], []
-        with torch.no_grad():
-            for batch in dm.embedding_loader("train"):
-                inputs = {k: v.to(self.device) for k, v in model_inputs(batch).items()}
-                embeddings.append(self.model.embed(**inputs))
-                targets.append(batch["labels"])
-        self.model.train(training)
-        emb, target = torch.cat(embeddings), torch.cat(targets)
+        emb, target = self.model.embed_batches(dm.embedding_loader("train"), self.device)
         if not self.multi_label:
             keep = target < len(self.labels)  # out-of-scope gold of oos=threshold has no class
             emb, target = emb[keep], target[keep]
